@@ -1,0 +1,188 @@
+// Package registry owns the things Custos keeps data about and for: tenants,
+// data subjects, their sites, devices, the connectors that serve them and the
+// streams those devices produce.
+//
+// It defines the named ID types used across the hub and validates names and
+// data categories. It must never hold readings, keys or credentials.
+package registry
+
+import (
+	"encoding/base32"
+	"fmt"
+	"io"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/custos-iot/custos/internal/errs"
+)
+
+// Named IDs. They are opaque strings of the form "<prefix>_<random>".
+type (
+	TenantID    string
+	SubjectID   string
+	SiteID      string
+	DeviceID    string
+	ConnectorID string
+	StreamID    string
+)
+
+// Category is a data category, e.g. "energy.consumption".
+type Category string
+
+// Categories known to the first release. A stream must carry one of them;
+// later issues register purposes and retention per category.
+var Categories = []Category{
+	"energy.consumption",
+	"energy.production",
+	"energy.storage",
+	"energy.heating",
+	"energy.charging",
+	"machine.telemetry",
+	"environment",
+	"location",
+}
+
+// ValidCategory reports whether c is a known data category.
+func ValidCategory(c Category) bool {
+	for _, k := range Categories {
+		if k == c {
+			return true
+		}
+	}
+	return false
+}
+
+// Tenant is an organisation: a cooperative, a machine owner, a city.
+// Tenants are hard-isolated from each other.
+type Tenant struct {
+	ID      TenantID  `json:"id"`
+	Name    string    `json:"name"`
+	Created time.Time `json:"created"`
+}
+
+// Subject is a data subject: a member, a household, a machine owner.
+type Subject struct {
+	ID      SubjectID `json:"id"`
+	Tenant  TenantID  `json:"tenant"`
+	Name    string    `json:"name"`
+	Created time.Time `json:"created"`
+}
+
+// Site is a home or a factory hall belonging to a subject.
+type Site struct {
+	ID      SiteID    `json:"id"`
+	Tenant  TenantID  `json:"tenant"`
+	Subject SubjectID `json:"subject"`
+	Name    string    `json:"name"`
+	Created time.Time `json:"created"`
+}
+
+// ConnectorStatus is the lifecycle state of a connector.
+type ConnectorStatus string
+
+// Connector states.
+const (
+	ConnectorPending ConnectorStatus = "pending" // created, not yet enrolled
+	ConnectorActive  ConnectorStatus = "active"  // holds a certificate
+	ConnectorRevoked ConnectorStatus = "revoked" // refused on every request and renewal
+)
+
+// Connector is an edge agent with its own X.509 identity.
+type Connector struct {
+	ID      ConnectorID     `json:"id"`
+	Tenant  TenantID        `json:"tenant"`
+	Name    string          `json:"name"`
+	Status  ConnectorStatus `json:"status"`
+	Created time.Time       `json:"created"`
+	// CertExpiry is the NotAfter of the newest certificate issued to it.
+	CertExpiry time.Time `json:"cert_expiry,omitzero"`
+	LastSeen   time.Time `json:"last_seen,omitzero"`
+}
+
+// Device is a meter, machine or sensor at a site, served by one connector.
+type Device struct {
+	ID        DeviceID    `json:"id"`
+	Tenant    TenantID    `json:"tenant"`
+	Site      SiteID      `json:"site"`
+	Connector ConnectorID `json:"connector"`
+	Name      string      `json:"name"`
+	Created   time.Time   `json:"created"`
+}
+
+// Stream is one metric of one device. Its Key, "<device name>/<metric>", is
+// how a connector names it on the wire.
+type Stream struct {
+	ID       StreamID  `json:"id"`
+	Tenant   TenantID  `json:"tenant"`
+	Device   DeviceID  `json:"device"`
+	Metric   string    `json:"metric"`
+	Key      string    `json:"key"`
+	Category Category  `json:"category"`
+	Unit     string    `json:"unit"`
+	Created  time.Time `json:"created"`
+}
+
+// StreamKey is the wire key of a device's metric.
+func StreamKey(device, metric string) string { return device + "/" + metric }
+
+var (
+	nameRE   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+	metricRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
+	unitRE   = regexp.MustCompile(`^[A-Za-z0-9%/°.^ -]{0,16}$`)
+	idRE     = regexp.MustCompile(`^[a-z]{3}_[a-z2-7]{20}$`)
+)
+
+// CheckName validates the name of a device, connector or site: 1 to 64
+// letters, digits, '.', '_' or '-', starting with a letter or digit. Device
+// names become part of stream keys, so they must be wire-safe.
+func CheckName(what, name string) error {
+	if !nameRE.MatchString(name) {
+		return errs.E(errs.Invalid, fmt.Sprintf("%s name must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit", what))
+	}
+	return nil
+}
+
+// CheckDisplayName validates a free-text display name (tenants, subjects).
+func CheckDisplayName(what, name string) error {
+	if strings.TrimSpace(name) == "" || len(name) > 200 {
+		return errs.E(errs.Invalid, fmt.Sprintf("%s name must be 1-200 characters", what))
+	}
+	for _, r := range name {
+		if r < 0x20 || r == 0x7f {
+			return errs.E(errs.Invalid, fmt.Sprintf("%s name must not contain control characters", what))
+		}
+	}
+	return nil
+}
+
+// CheckMetric validates a metric name such as "import_power_w".
+func CheckMetric(m string) error {
+	if !metricRE.MatchString(m) {
+		return errs.E(errs.Invalid, "metric must be 1-64 lower-case letters, digits, '.', '_' or '-'")
+	}
+	return nil
+}
+
+// CheckUnit validates a unit such as "W", "Wh" or "°C".
+func CheckUnit(u string) error {
+	if !unitRE.MatchString(u) {
+		return errs.E(errs.Invalid, "unit must be at most 16 simple characters")
+	}
+	return nil
+}
+
+// ValidID reports whether s has the shape of an ID generated by NewID.
+func ValidID(s string) bool { return idRE.MatchString(s) }
+
+var idEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
+
+// NewID returns a fresh random ID with the given three-letter prefix
+// ("ten", "sub", "sit", "dev", "con", "str"), drawing 100 bits from rand.
+func NewID(rand io.Reader, prefix string) (string, error) {
+	var b [13]byte
+	if _, err := io.ReadFull(rand, b[:]); err != nil {
+		return "", fmt.Errorf("registry: new id: %w", err)
+	}
+	return prefix + "_" + idEncoding.EncodeToString(b[:])[:20], nil
+}

@@ -1,0 +1,105 @@
+-- +goose Up
+CREATE TABLE tenants (
+    id         TEXT PRIMARY KEY,
+    name       TEXT NOT NULL UNIQUE,
+    created_ms BIGINT NOT NULL
+);
+CREATE TABLE subjects (
+    id         TEXT PRIMARY KEY,
+    tenant_id  TEXT NOT NULL REFERENCES tenants(id),
+    name       TEXT NOT NULL,
+    created_ms BIGINT NOT NULL
+);
+CREATE INDEX subjects_tenant ON subjects(tenant_id);
+CREATE TABLE sites (
+    id         TEXT PRIMARY KEY,
+    tenant_id  TEXT NOT NULL REFERENCES tenants(id),
+    subject_id TEXT NOT NULL REFERENCES subjects(id),
+    name       TEXT NOT NULL,
+    created_ms BIGINT NOT NULL,
+    UNIQUE (tenant_id, name)
+);
+CREATE TABLE connectors (
+    id             TEXT PRIMARY KEY,
+    tenant_id      TEXT NOT NULL REFERENCES tenants(id),
+    name           TEXT NOT NULL,
+    status         TEXT NOT NULL,
+    created_ms     BIGINT NOT NULL,
+    cert_expiry_ms BIGINT NOT NULL DEFAULT 0,
+    last_seen_ms   BIGINT NOT NULL DEFAULT 0,
+    UNIQUE (tenant_id, name)
+);
+CREATE TABLE devices (
+    id           TEXT PRIMARY KEY,
+    tenant_id    TEXT NOT NULL REFERENCES tenants(id),
+    site_id      TEXT NOT NULL REFERENCES sites(id),
+    connector_id TEXT NOT NULL REFERENCES connectors(id),
+    name         TEXT NOT NULL,
+    created_ms   BIGINT NOT NULL,
+    UNIQUE (tenant_id, name)
+);
+CREATE INDEX devices_connector ON devices(connector_id);
+CREATE TABLE streams (
+    id         TEXT PRIMARY KEY,
+    tenant_id  TEXT NOT NULL REFERENCES tenants(id),
+    device_id  TEXT NOT NULL REFERENCES devices(id),
+    metric     TEXT NOT NULL,
+    stream_key TEXT NOT NULL,
+    category   TEXT NOT NULL,
+    unit       TEXT NOT NULL,
+    created_ms BIGINT NOT NULL,
+    UNIQUE (tenant_id, stream_key)
+);
+CREATE INDEX streams_device ON streams(device_id);
+CREATE TABLE enrol_tokens (
+    hash         BYTEA PRIMARY KEY,
+    connector_id TEXT NOT NULL REFERENCES connectors(id),
+    created_ms   BIGINT NOT NULL,
+    expires_ms   BIGINT NOT NULL,
+    used_ms      BIGINT NOT NULL DEFAULT 0
+);
+CREATE TABLE certificates (
+    serial       TEXT PRIMARY KEY,
+    connector_id TEXT NOT NULL REFERENCES connectors(id),
+    issued_ms    BIGINT NOT NULL,
+    expires_ms   BIGINT NOT NULL,
+    how          TEXT NOT NULL
+);
+CREATE TABLE operator_tokens (
+    id         TEXT PRIMARY KEY,
+    name       TEXT NOT NULL,
+    hash       BYTEA NOT NULL UNIQUE,
+    created_ms BIGINT NOT NULL,
+    expires_ms BIGINT NOT NULL DEFAULT 0,
+    revoked_ms BIGINT NOT NULL DEFAULT 0
+);
+CREATE TABLE batches (
+    connector_id TEXT NOT NULL,
+    batch_id     BYTEA NOT NULL,
+    received_ms  BIGINT NOT NULL,
+    readings     BIGINT NOT NULL,
+    PRIMARY KEY (connector_id, batch_id)
+);
+CREATE TABLE chunks (
+    id        BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    tenant_id TEXT NOT NULL,
+    stream_id TEXT NOT NULL,
+    min_ms    BIGINT NOT NULL,
+    max_ms    BIGINT NOT NULL,
+    n         BIGINT NOT NULL,
+    data      BYTEA NOT NULL
+);
+CREATE INDEX chunks_stream_time ON chunks(stream_id, min_ms);
+
+-- +goose Down
+DROP TABLE chunks;
+DROP TABLE batches;
+DROP TABLE operator_tokens;
+DROP TABLE certificates;
+DROP TABLE enrol_tokens;
+DROP TABLE streams;
+DROP TABLE devices;
+DROP TABLE connectors;
+DROP TABLE sites;
+DROP TABLE subjects;
+DROP TABLE tenants;
