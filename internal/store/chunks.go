@@ -5,31 +5,8 @@ import (
 	"strings"
 
 	"github.com/custos-iot/custos/internal/registry"
+	"github.com/custos-iot/custos/internal/series"
 )
-
-// MaxChunkSpanMS bounds the time a single chunk may cover. Writers split
-// longer blocks, so a range query only looks at chunks that start at most
-// this long before the range.
-const MaxChunkSpanMS = 3600_000
-
-// Chunk is an encoded block of one stream's readings, stored as one row.
-type Chunk struct {
-	ID      int64 // assigned by the store; orders chunks written at the same time
-	Tenant  registry.TenantID
-	Stream  registry.StreamID
-	MinTime int64 // Unix ms of the earliest reading
-	MaxTime int64 // Unix ms of the latest reading
-	Count   int
-	Data    []byte
-}
-
-// BatchWrite is one batch of a connector: stored entirely or not at all.
-type BatchWrite struct {
-	Connector registry.ConnectorID
-	ID        [16]byte
-	Readings  int
-	Chunks    []Chunk
-}
 
 // rowsPerInsert bounds the rows of one multi-row INSERT (SQLite allows
 // 32766 bound variables per statement; PostgreSQL 65535).
@@ -39,7 +16,7 @@ const rowsPerInsert = 400
 // covers all of them (group commit). A batch whose ID its connector has
 // used before is not stored again; dup[i] reports it. Either every
 // non-duplicate batch is stored or, on error, none is.
-func (s *Store) WriteBatches(ctx context.Context, received int64, bs []BatchWrite) (dup []bool, err error) {
+func (s *Store) WriteBatches(ctx context.Context, received int64, bs []series.Batch) (dup []bool, err error) {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, err
@@ -60,7 +37,7 @@ func (s *Store) WriteBatches(ctx context.Context, received int64, bs []BatchWrit
 		dup[i] = n == 0
 	}
 
-	var rows []*Chunk
+	var rows []*series.Chunk
 	for i := range bs {
 		if dup[i] {
 			continue
@@ -94,15 +71,15 @@ func (s *Store) WriteBatches(ctx context.Context, received int64, bs []BatchWrit
 // StreamChunks calls fn for each chunk of a tenant's stream that may hold
 // readings in [from, to), ordered by MinTime then ID, until fn returns
 // false or an error. The chunk's Data is only valid during the call.
-func (s *Store) StreamChunks(ctx context.Context, tenant registry.TenantID, stream registry.StreamID, from, to int64, fn func(*Chunk) (bool, error)) error {
+func (s *Store) StreamChunks(ctx context.Context, tenant registry.TenantID, stream registry.StreamID, from, to int64, fn func(*series.Chunk) (bool, error)) error {
 	rows, err := s.db.QueryContext(ctx, s.q(`SELECT id, min_ms, max_ms, n, data FROM chunks
 		WHERE stream_id = ? AND tenant_id = ? AND min_ms >= ? AND min_ms < ? AND max_ms >= ?
-		ORDER BY min_ms, id`), stream, tenant, from-MaxChunkSpanMS, to, from)
+		ORDER BY min_ms, id`), stream, tenant, from-series.MaxChunkSpanMS, to, from)
 	if err != nil {
 		return err
 	}
 	defer rows.Close()
-	c := Chunk{Tenant: tenant, Stream: stream}
+	c := series.Chunk{Tenant: tenant, Stream: stream}
 	for rows.Next() {
 		if err := rows.Scan(&c.ID, &c.MinTime, &c.MaxTime, &c.Count, &c.Data); err != nil {
 			return err

@@ -10,6 +10,7 @@ import (
 
 	"github.com/custos-iot/custos/internal/errs"
 	"github.com/custos-iot/custos/internal/registry"
+	"github.com/custos-iot/custos/internal/series"
 	"github.com/custos-iot/custos/internal/store"
 	"github.com/custos-iot/custos/internal/testenv"
 )
@@ -145,7 +146,7 @@ func testIsolation(t *testing.T, s *store.Store) {
 	}
 	writeChunk(t, s, b, [16]byte{1}, 1000, 2000)
 	n := 0
-	err := s.StreamChunks(ctx, a.tenant.ID, b.stream.ID, 0, 1<<50, func(*store.Chunk) (bool, error) { n++; return true, nil })
+	err := s.StreamChunks(ctx, a.tenant.ID, b.stream.ID, 0, 1<<50, func(*series.Chunk) (bool, error) { n++; return true, nil })
 	if err != nil || n != 0 {
 		t.Errorf("chunks of b through tenant a: %d, %v", n, err)
 	}
@@ -203,9 +204,9 @@ func testEnrolTokens(t *testing.T, s *store.Store, now *time.Time) {
 
 func writeChunk(t *testing.T, s *store.Store, f fixture, id [16]byte, minT, maxT int64) bool {
 	t.Helper()
-	dup, err := s.WriteBatches(context.Background(), 1, []store.BatchWrite{{
+	dup, err := s.WriteBatches(context.Background(), 1, []series.Batch{{
 		Connector: f.connector.ID, ID: id, Readings: 2,
-		Chunks: []store.Chunk{{Tenant: f.tenant.ID, Stream: f.stream.ID, MinTime: minT, MaxTime: maxT, Count: 2, Data: []byte{1, 2, 3}}},
+		Chunks: []series.Chunk{{Tenant: f.tenant.ID, Stream: f.stream.ID, MinTime: minT, MaxTime: maxT, Count: 2, Data: []byte{1, 2, 3}}},
 	}})
 	if err != nil {
 		t.Fatal(err)
@@ -223,9 +224,9 @@ func testBatches(t *testing.T, s *store.Store) {
 		t.Fatal("replayed batch ID not reported duplicate")
 	}
 	// A group holding the same batch twice stores it once.
-	bw := store.BatchWrite{Connector: f.connector.ID, ID: [16]byte{2}, Readings: 2,
-		Chunks: []store.Chunk{{Tenant: f.tenant.ID, Stream: f.stream.ID, MinTime: 5000, MaxTime: 6000, Count: 2, Data: []byte{9}}}}
-	dup, err := s.WriteBatches(ctx, 1, []store.BatchWrite{bw, bw})
+	bw := series.Batch{Connector: f.connector.ID, ID: [16]byte{2}, Readings: 2,
+		Chunks: []series.Chunk{{Tenant: f.tenant.ID, Stream: f.stream.ID, MinTime: 5000, MaxTime: 6000, Count: 2, Data: []byte{9}}}}
+	dup, err := s.WriteBatches(ctx, 1, []series.Batch{bw, bw})
 	if err != nil || dup[0] || !dup[1] {
 		t.Fatalf("same batch twice in a group: dup=%v err=%v", dup, err)
 	}
@@ -244,7 +245,7 @@ func testBatches(t *testing.T, s *store.Store) {
 		{6001, 1 << 50, nil},
 	} {
 		var got []int64
-		err := s.StreamChunks(ctx, f.tenant.ID, f.stream.ID, tc.from, tc.to, func(c *store.Chunk) (bool, error) {
+		err := s.StreamChunks(ctx, f.tenant.ID, f.stream.ID, tc.from, tc.to, func(c *series.Chunk) (bool, error) {
 			got = append(got, c.MinTime)
 			return true, nil
 		})
@@ -255,7 +256,7 @@ func testBatches(t *testing.T, s *store.Store) {
 	// A failing batch write leaves nothing behind: a cancelled context aborts the group.
 	cctx, cancel := context.WithCancel(ctx)
 	cancel()
-	if _, err := s.WriteBatches(cctx, 1, []store.BatchWrite{{Connector: f.connector.ID, ID: [16]byte{3}}}); err == nil {
+	if _, err := s.WriteBatches(cctx, 1, []series.Batch{{Connector: f.connector.ID, ID: [16]byte{3}}}); err == nil {
 		t.Fatal("write with cancelled context succeeded")
 	}
 	if writeChunk(t, s, f, [16]byte{3}, 7000, 7000) {

@@ -1,0 +1,360 @@
+// Package agent is the composition root of the edge connector
+// (custos-agent): it enrols with the hub, runs the configured sources,
+// batches their readings into the on-disk spool and sends the spool to the
+// hub through the uplink.
+//
+// Only cmd/custos-agent and tests import it. It must never import the
+// hub's server side (store, api, pki) and never listen on a port.
+package agent
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/custos-iot/custos/internal/source"
+	"github.com/custos-iot/custos/internal/source/sim"
+	"github.com/custos-iot/custos/internal/spool"
+	"github.com/custos-iot/custos/internal/uplink"
+	"github.com/custos-iot/custos/internal/wire"
+)
+
+// Config is the agent's configuration, usually read from a JSON file.
+type Config struct {
+	// Hub is the hub's API URL, used to enrol. Required before enrolment.
+	Hub string `json:"hub"`
+	// DeviceURL overrides the device endpoint address the hub announced at
+	// enrolment.
+	DeviceURL string `json:"device_url,omitempty"`
+	// ServerName overrides the TLS server name checked on the device
+	// endpoint. Default: the host of the device URL.
+	ServerName string `json:"server_name,omitempty"`
+	// StateDir holds the device key, certificates and the spool. Default "agent-data".
+	StateDir string `json:"state_dir,omitempty"`
+	// EnrolToken is the single-use token for the first start. It can also
+	// come from the environment (CUSTOS_ENROL_TOKEN).
+	EnrolToken string `json:"enrol_token,omitempty"`
+	// Batch bounds how readings are grouped before they are spooled.
+	Batch BatchConfig `json:"batch"`
+	// Spool configures the on-disk buffer.
+	Spool SpoolConfig `json:"spool"`
+	// Simulators are simulated households.
+	Simulators []sim.Config `json:"simulators,omitempty"`
+	// Log is the operational log. Default slog.Default().
+	Log *slog.Logger `json:"-"`
+}
+
+// BatchConfig bounds a batch.
+type BatchConfig struct {
+	// MaxReadings seals a batch once it holds this many readings. Default 1000.
+	MaxReadings int `json:"max_readings,omitempty"`
+	// MaxDelay seals a batch this long after its first reading. Default 5 s.
+	MaxDelay sim.Duration `json:"max_delay,omitempty"`
+}
+
+// SpoolConfig configures the spool.
+type SpoolConfig struct {
+	// MaxBytes bounds the unsent data on disk; beyond it the oldest is
+	// dropped and counted. Default 256 MiB.
+	MaxBytes int64 `json:"max_bytes,omitempty"`
+	// SyncEvery groups fsyncs; 0 (the default) fsyncs every batch before
+	// it counts as accepted.
+	SyncEvery sim.Duration `json:"sync_every,omitempty"`
+}
+
+// LoadConfig reads a JSON configuration file. Unknown fields are errors.
+func LoadConfig(path string) (Config, error) {
+	var c Config
+	f, err := os.Open(path)
+	if err != nil {
+		return c, err
+	}
+	defer f.Close()
+	dec := json.NewDecoder(f)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&c); err != nil {
+		return c, fmt.Errorf("config %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// Agent is a configured, enrolled agent.
+type Agent struct {
+	cfg     Config
+	creds   *uplink.Credentials
+	spool   *spool.Spool
+	sources []source.Source
+	client  *http.Client
+	sender  *uplink.Sender
+	device  string
+
+	mu      sync.Mutex
+	pending map[string][]wire.Reading
+	order   []string
+	count   int
+	first   time.Time
+	sealed  uint64
+}
+
+// New enrols the agent if it is not enrolled yet, opens its spool and
+// prepares its sources.
+func New(ctx context.Context, cfg Config) (*Agent, error) {
+	if cfg.StateDir == "" {
+		cfg.StateDir = "agent-data"
+	}
+	if cfg.Batch.MaxReadings == 0 {
+		cfg.Batch.MaxReadings = 1000
+	}
+	if cfg.Batch.MaxDelay == 0 {
+		cfg.Batch.MaxDelay = sim.Duration(5 * time.Second)
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	if cfg.EnrolToken == "" {
+		cfg.EnrolToken = os.Getenv("CUSTOS_ENROL_TOKEN")
+	}
+	a := &Agent{cfg: cfg, pending: map[string][]wire.Reading{}}
+	var err error
+	if uplink.Enrolled(cfg.StateDir) {
+		a.creds, err = uplink.Load(cfg.StateDir)
+	} else {
+		if cfg.EnrolToken == "" || cfg.Hub == "" {
+			return nil, errors.New("agent: not enrolled yet: set hub and enrol_token in the configuration (or CUSTOS_ENROL_TOKEN)")
+		}
+		a.creds, err = uplink.Enrol(ctx, cfg.StateDir, cfg.Hub, cfg.EnrolToken, rand.Reader)
+		if err == nil {
+			cfg.Log.Info("agent enrolled", "tenant", a.creds.Tenant, "connector", a.creds.Connector)
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	a.device = cfg.DeviceURL
+	if a.device == "" {
+		a.device = a.creds.DeviceURL
+	}
+	if a.device == "" {
+		return nil, errors.New("agent: no device endpoint URL: set device_url")
+	}
+	for _, sc := range cfg.Simulators {
+		s, err := sim.New(sc)
+		if err != nil {
+			return nil, err
+		}
+		a.sources = append(a.sources, s)
+	}
+	if len(a.sources) == 0 {
+		return nil, errors.New("agent: no sources configured")
+	}
+	if a.replays() && len(a.sources) > 1 {
+		return nil, errors.New("agent: a simulator replaying history (start set) must be the only source")
+	}
+	a.spool, err = spool.Open(spool.Options{
+		Dir:      filepath.Join(cfg.StateDir, "spool"),
+		MaxBytes: cfg.Spool.MaxBytes,
+		Sync:     spool.SyncPolicy{Every: time.Duration(cfg.Spool.SyncEvery)},
+	})
+	if err != nil {
+		return nil, err
+	}
+	tr := &http.Transport{
+		TLSClientConfig:     a.creds.TLSConfig(cfg.ServerName),
+		MaxIdleConnsPerHost: 2,
+		IdleConnTimeout:     90 * time.Second,
+		TLSHandshakeTimeout: 15 * time.Second,
+	}
+	a.client = &http.Client{Transport: tr, Timeout: 2 * time.Minute}
+	a.sender = uplink.NewSender(uplink.Config{DeviceURL: a.device, Client: a.client, Spool: a.spool, Log: cfg.Log})
+	return a, nil
+}
+
+func (a *Agent) replays() bool {
+	for _, s := range a.cfg.Simulators {
+		if !s.Start.IsZero() {
+			return true
+		}
+	}
+	return false
+}
+
+// resume reads the newest spooled batch: where the sources continue.
+func (a *Agent) resume() map[string]int64 {
+	out := map[string]int64{}
+	last, ok := a.spool.Last()
+	if !ok {
+		return out
+	}
+	b, err := wire.DecodeBatch(last)
+	if err != nil {
+		a.cfg.Log.Warn("agent: newest spooled batch unreadable; sources start fresh", "err", err)
+		return out
+	}
+	for _, s := range b.Series {
+		out[s.Key] = s.MaxTime
+	}
+	return out
+}
+
+// Run runs the sources, the batcher and the uplink until ctx is done. On
+// return every reading a source emitted is in the spool.
+func (a *Agent) Run(ctx context.Context) error {
+	resume := a.resume()
+	var wg sync.WaitGroup
+	errc := make(chan error, len(a.sources)+3)
+	srcCtx, stopSources := context.WithCancel(ctx)
+	defer stopSources()
+	for _, s := range a.sources {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.Run(srcCtx, resume, a.emit); err != nil {
+				errc <- fmt.Errorf("source: %w", err)
+			}
+		}()
+	}
+	upCtx, stopUplink := context.WithCancel(ctx)
+	defer stopUplink()
+	var up sync.WaitGroup
+	up.Add(3)
+	go func() { defer up.Done(); errc <- a.sender.Run(upCtx) }()
+	go func() { defer up.Done(); a.renewLoop(upCtx) }()
+	go func() { defer up.Done(); a.flushLoop(upCtx) }()
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	stopSources()
+	wg.Wait()
+	if ferr := a.flush(); ferr != nil && err == nil {
+		err = ferr
+	}
+	stopUplink()
+	up.Wait()
+	return err
+}
+
+// emit adds readings to the pending batch, sealing it into the spool when
+// it is full. Sealing happens only between emits, so each batch holds whole
+// emits.
+func (a *Agent) emit(rs []source.Reading) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.count == 0 {
+		a.first = time.Now()
+	}
+	for _, r := range rs {
+		if _, ok := a.pending[r.Key]; !ok {
+			a.order = append(a.order, r.Key)
+		}
+		a.pending[r.Key] = append(a.pending[r.Key], r.Reading)
+	}
+	a.count += len(rs)
+	if a.count >= a.cfg.Batch.MaxReadings {
+		return a.sealLocked()
+	}
+	return nil
+}
+
+func (a *Agent) flushLoop(ctx context.Context) {
+	t := time.NewTicker(time.Duration(a.cfg.Batch.MaxDelay) / 4)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		a.mu.Lock()
+		if a.count > 0 && time.Since(a.first) >= time.Duration(a.cfg.Batch.MaxDelay) {
+			if err := a.sealLocked(); err != nil {
+				a.cfg.Log.Error("agent: spool append failed", "err", err)
+			}
+		}
+		a.mu.Unlock()
+	}
+}
+
+func (a *Agent) flush() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.count == 0 {
+		return nil
+	}
+	return a.sealLocked()
+}
+
+func (a *Agent) sealLocked() error {
+	b := wire.Batch{Series: make([]wire.Series, 0, len(a.order))}
+	if _, err := rand.Read(b.ID[:]); err != nil {
+		return err
+	}
+	for _, k := range a.order {
+		b.Series = append(b.Series, wire.Series{Key: k, Readings: a.pending[k]})
+	}
+	data, err := wire.AppendBatch(nil, &b)
+	if err != nil {
+		return fmt.Errorf("agent: encode batch: %w", err)
+	}
+	if err := a.spool.Append(data); err != nil {
+		return fmt.Errorf("agent: spool: %w", err)
+	}
+	a.sealed++
+	clear(a.pending)
+	a.order = a.order[:0]
+	a.count = 0
+	return nil
+}
+
+func (a *Agent) renewLoop(ctx context.Context) {
+	attempt := 0
+	for {
+		wait := time.Until(a.creds.RenewAt())
+		if attempt > 0 {
+			wait = uplink.Backoff(attempt, 5*time.Second, 10*time.Minute, nil)
+		}
+		t := time.NewTimer(max(wait, 0))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		if err := a.creds.Renew(ctx, a.client, a.device, rand.Reader); err != nil {
+			attempt++
+			a.cfg.Log.Warn("agent: certificate renewal failed; will retry", "err", err, "expires", a.creds.Expiry())
+			continue
+		}
+		attempt = 0
+		a.cfg.Log.Info("agent: certificate renewed", "expires", a.creds.Expiry())
+	}
+}
+
+// Stats is a snapshot of the agent's counters.
+type Stats struct {
+	Sealed     uint64       `json:"sealed_batches"`
+	Spool      spool.Stats  `json:"spool"`
+	Uplink     uplink.Stats `json:"uplink"`
+	CertExpiry time.Time    `json:"cert_expiry"`
+}
+
+// Stats returns the agent's counters.
+func (a *Agent) Stats() Stats {
+	a.mu.Lock()
+	sealed := a.sealed
+	a.mu.Unlock()
+	return Stats{Sealed: sealed, Spool: a.spool.Stats(), Uplink: a.sender.Stats(), CertExpiry: a.creds.Expiry()}
+}
+
+// Close closes the spool.
+func (a *Agent) Close() error { return a.spool.Close() }

@@ -1,0 +1,161 @@
+// Package api is the hub's HTTP surface: the operator JSON API, connector
+// enrolment, and the device endpoint that connectors push batches to.
+//
+// It translates HTTP to calls into the domain packages and errors back to
+// HTTP status codes (in exactly one function, status). It owns no state and
+// no rules of its own beyond authentication of the caller.
+package api
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/custos-iot/custos/internal/errs"
+	"github.com/custos-iot/custos/internal/ingest"
+	"github.com/custos-iot/custos/internal/pki"
+	"github.com/custos-iot/custos/internal/store"
+)
+
+// Config wires the API to the hub's parts.
+type Config struct {
+	// Store is the database. Must be non-nil.
+	Store *store.Store
+	// Authority is the device CA. Must be non-nil.
+	Authority *pki.Authority
+	// Ingest accepts batches. Must be non-nil.
+	Ingest *ingest.Service
+	// DeviceURL is the device endpoint's address as connectors reach it,
+	// handed to connectors at enrolment. Optional.
+	DeviceURL string
+	// EnrolTokenTTL is how long a new enrolment token is valid. Default 24 h.
+	EnrolTokenTTL time.Duration
+	// CertLifetime is the lifetime of connector certificates. Default 24 h.
+	CertLifetime time.Duration
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+	// Rand is the source of tokens and IDs. Default crypto/rand.Reader.
+	Rand io.Reader
+	// Log receives request failures (IDs only). Default slog.Default().
+	Log *slog.Logger
+}
+
+// API serves HTTP requests. It is safe for concurrent use.
+type API struct {
+	cfg Config
+	log *slog.Logger
+}
+
+// New returns an API for cfg.
+func New(cfg Config) *API {
+	if cfg.EnrolTokenTTL == 0 {
+		cfg.EnrolTokenTTL = 24 * time.Hour
+	}
+	if cfg.CertLifetime == 0 {
+		cfg.CertLifetime = 24 * time.Hour
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Rand == nil {
+		cfg.Rand = rand.Reader
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	return &API{cfg: cfg, log: cfg.Log}
+}
+
+type ctxKey int
+
+const requestIDKey ctxKey = 0
+
+func requestID(r *http.Request) string {
+	id, _ := r.Context().Value(requestIDKey).(string)
+	return id
+}
+
+// handlerFunc is an HTTP handler that reports failure as an error.
+type handlerFunc func(w http.ResponseWriter, r *http.Request) error
+
+// wrap assigns a request ID and turns a returned error into a response.
+func (a *API) wrap(h handlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var b [8]byte
+		rand.Read(b[:])
+		id := hex.EncodeToString(b[:])
+		w.Header().Set("X-Request-Id", id)
+		r = r.WithContext(context.WithValue(r.Context(), requestIDKey, id))
+		if err := h(w, r); err != nil {
+			a.writeError(w, r, err)
+		}
+	})
+}
+
+// operator requires a valid operator bearer token.
+func (a *API) operator(h handlerFunc) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		const op errs.Op = "api.operator"
+		auth := r.Header.Get("Authorization")
+		tok, ok := strings.CutPrefix(auth, "Bearer ")
+		if !ok || tok == "" {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="custos"`)
+			return errs.E(op, errs.Unauthenticated, "missing bearer token; set CUSTOS_TOKEN to the operator token")
+		}
+		t, err := a.cfg.Store.OperatorTokenByHash(r.Context(), sha256.Sum256([]byte(tok)))
+		if errs.Is(errs.NotFound, err) {
+			return errs.E(op, errs.Unauthenticated, "unknown operator token")
+		}
+		if err != nil {
+			return err
+		}
+		now := a.cfg.Now()
+		if !t.Revoked.IsZero() {
+			return errs.E(op, errs.Unauthenticated, "operator token revoked")
+		}
+		if !t.Expires.IsZero() && now.After(t.Expires) {
+			return errs.E(op, errs.Unauthenticated, "operator token expired")
+		}
+		return h(w, r)
+	}
+}
+
+// decodeJSON reads a JSON request body strictly: unknown fields and
+// trailing data are errors, bodies over 1 MiB are refused.
+func decodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return errs.E(errs.Invalid, fmt.Sprintf("request body: %v", jsonReason(err)))
+	}
+	if dec.More() {
+		return errs.E(errs.Invalid, "request body: trailing data after the JSON object")
+	}
+	return nil
+}
+
+// jsonReason describes a JSON decoding error without echoing input values.
+func jsonReason(err error) string {
+	var te *json.UnmarshalTypeError
+	var se *json.SyntaxError
+	switch {
+	case err == io.EOF:
+		return "empty body, expected a JSON object"
+	case errors.As(err, &te):
+		return fmt.Sprintf("field %q has the wrong type (want %s)", te.Field, te.Type)
+	case errors.As(err, &se):
+		return fmt.Sprintf("malformed JSON at byte %d", se.Offset)
+	case strings.HasPrefix(err.Error(), "json: unknown field"):
+		return strings.TrimPrefix(err.Error(), "json: ")
+	}
+	return "malformed JSON"
+}

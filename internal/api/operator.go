@@ -1,0 +1,403 @@
+package api
+
+import (
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/custos-iot/custos/internal/enrol"
+	"github.com/custos-iot/custos/internal/errs"
+	"github.com/custos-iot/custos/internal/registry"
+	"github.com/custos-iot/custos/internal/series"
+)
+
+func (a *API) newID(prefix string) (string, error) { return registry.NewID(a.cfg.Rand, prefix) }
+
+func pathTenant(r *http.Request) registry.TenantID { return registry.TenantID(r.PathValue("tenant")) }
+
+// tenantOf checks that the tenant in the path exists.
+func (a *API) tenantOf(r *http.Request) (registry.TenantID, error) {
+	t := pathTenant(r)
+	if _, err := a.cfg.Store.Tenant(r.Context(), t); err != nil {
+		return "", err
+	}
+	return t, nil
+}
+
+func (a *API) createTenant(w http.ResponseWriter, r *http.Request) error {
+	var in struct {
+		Name string `json:"name"`
+	}
+	if err := decodeJSON(w, r, &in); err != nil {
+		return err
+	}
+	if err := registry.CheckDisplayName("tenant", in.Name); err != nil {
+		return err
+	}
+	id, err := a.newID("ten")
+	if err != nil {
+		return err
+	}
+	t := registry.Tenant{ID: registry.TenantID(id), Name: in.Name, Created: a.cfg.Now().UTC()}
+	if err := a.cfg.Store.CreateTenant(r.Context(), t); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, t)
+	return nil
+}
+
+func (a *API) listTenants(w http.ResponseWriter, r *http.Request) error {
+	ts, err := a.cfg.Store.Tenants(r.Context())
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, nonNil(ts))
+	return nil
+}
+
+func (a *API) createSubject(w http.ResponseWriter, r *http.Request) error {
+	t, err := a.tenantOf(r)
+	if err != nil {
+		return err
+	}
+	var in struct {
+		Name string `json:"name"`
+	}
+	if err := decodeJSON(w, r, &in); err != nil {
+		return err
+	}
+	if err := registry.CheckDisplayName("subject", in.Name); err != nil {
+		return err
+	}
+	id, err := a.newID("sub")
+	if err != nil {
+		return err
+	}
+	v := registry.Subject{ID: registry.SubjectID(id), Tenant: t, Name: in.Name, Created: a.cfg.Now().UTC()}
+	if err := a.cfg.Store.CreateSubject(r.Context(), v); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, v)
+	return nil
+}
+
+func (a *API) listSubjects(w http.ResponseWriter, r *http.Request) error {
+	t, err := a.tenantOf(r)
+	if err != nil {
+		return err
+	}
+	vs, err := a.cfg.Store.Subjects(r.Context(), t)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, nonNil(vs))
+	return nil
+}
+
+func (a *API) createSite(w http.ResponseWriter, r *http.Request) error {
+	t, err := a.tenantOf(r)
+	if err != nil {
+		return err
+	}
+	var in struct {
+		Subject registry.SubjectID `json:"subject"`
+		Name    string             `json:"name"`
+	}
+	if err := decodeJSON(w, r, &in); err != nil {
+		return err
+	}
+	if err := registry.CheckName("site", in.Name); err != nil {
+		return err
+	}
+	id, err := a.newID("sit")
+	if err != nil {
+		return err
+	}
+	v := registry.Site{ID: registry.SiteID(id), Tenant: t, Subject: in.Subject, Name: in.Name, Created: a.cfg.Now().UTC()}
+	if err := a.cfg.Store.CreateSite(r.Context(), v); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, v)
+	return nil
+}
+
+func (a *API) listSites(w http.ResponseWriter, r *http.Request) error {
+	t, err := a.tenantOf(r)
+	if err != nil {
+		return err
+	}
+	vs, err := a.cfg.Store.Sites(r.Context(), t)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, nonNil(vs))
+	return nil
+}
+
+// EnrolmentOffer is the answer to creating a connector or a new token: the
+// single-use token to give to the agent. It is shown once and stored only
+// as a hash.
+type EnrolmentOffer struct {
+	Connector registry.Connector `json:"connector"`
+	Token     string             `json:"enrol_token"`
+	Expires   time.Time          `json:"expires"`
+}
+
+func (a *API) createConnector(w http.ResponseWriter, r *http.Request) error {
+	t, err := a.tenantOf(r)
+	if err != nil {
+		return err
+	}
+	var in struct {
+		Name string `json:"name"`
+	}
+	if err := decodeJSON(w, r, &in); err != nil {
+		return err
+	}
+	if err := registry.CheckName("connector", in.Name); err != nil {
+		return err
+	}
+	id, err := a.newID("con")
+	if err != nil {
+		return err
+	}
+	c := registry.Connector{ID: registry.ConnectorID(id), Tenant: t, Name: in.Name, Status: registry.ConnectorPending, Created: a.cfg.Now().UTC()}
+	if err := a.cfg.Store.CreateConnector(r.Context(), c); err != nil {
+		return err
+	}
+	return a.offer(w, r, c)
+}
+
+func (a *API) offer(w http.ResponseWriter, r *http.Request, c registry.Connector) error {
+	tok, err := enrol.NewToken(a.cfg.Rand, a.cfg.Authority.Fingerprint())
+	if err != nil {
+		return err
+	}
+	exp := a.cfg.Now().Add(a.cfg.EnrolTokenTTL).UTC()
+	if err := a.cfg.Store.CreateEnrolToken(r.Context(), tok.Hash(), c.ID, exp); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, EnrolmentOffer{Connector: c, Token: tok.String(), Expires: exp})
+	return nil
+}
+
+func (a *API) newEnrolToken(w http.ResponseWriter, r *http.Request) error {
+	c, err := a.cfg.Store.Connector(r.Context(), pathTenant(r), registry.ConnectorID(r.PathValue("connector")))
+	if err != nil {
+		return err
+	}
+	if c.Status == registry.ConnectorRevoked {
+		return errs.E(errs.Conflict, "connector is revoked; create a new one")
+	}
+	return a.offer(w, r, c)
+}
+
+func (a *API) revokeConnector(w http.ResponseWriter, r *http.Request) error {
+	t, c := pathTenant(r), registry.ConnectorID(r.PathValue("connector"))
+	if err := a.cfg.Store.RevokeConnector(r.Context(), t, c); err != nil {
+		return err
+	}
+	a.cfg.Ingest.Forget(c)
+	v, err := a.cfg.Store.Connector(r.Context(), t, c)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, v)
+	return nil
+}
+
+func (a *API) listConnectors(w http.ResponseWriter, r *http.Request) error {
+	t, err := a.tenantOf(r)
+	if err != nil {
+		return err
+	}
+	vs, err := a.cfg.Store.Connectors(r.Context(), t)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, nonNil(vs))
+	return nil
+}
+
+func (a *API) createDevice(w http.ResponseWriter, r *http.Request) error {
+	t, err := a.tenantOf(r)
+	if err != nil {
+		return err
+	}
+	var in struct {
+		Site      registry.SiteID      `json:"site"`
+		Connector registry.ConnectorID `json:"connector"`
+		Name      string               `json:"name"`
+	}
+	if err := decodeJSON(w, r, &in); err != nil {
+		return err
+	}
+	if err := registry.CheckName("device", in.Name); err != nil {
+		return err
+	}
+	id, err := a.newID("dev")
+	if err != nil {
+		return err
+	}
+	v := registry.Device{ID: registry.DeviceID(id), Tenant: t, Site: in.Site, Connector: in.Connector, Name: in.Name, Created: a.cfg.Now().UTC()}
+	if err := a.cfg.Store.CreateDevice(r.Context(), v); err != nil {
+		return err
+	}
+	a.cfg.Ingest.Forget(in.Connector)
+	writeJSON(w, http.StatusCreated, v)
+	return nil
+}
+
+func (a *API) listDevices(w http.ResponseWriter, r *http.Request) error {
+	t, err := a.tenantOf(r)
+	if err != nil {
+		return err
+	}
+	vs, err := a.cfg.Store.Devices(r.Context(), t)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, nonNil(vs))
+	return nil
+}
+
+func (a *API) createStream(w http.ResponseWriter, r *http.Request) error {
+	t, err := a.tenantOf(r)
+	if err != nil {
+		return err
+	}
+	var in struct {
+		Device   registry.DeviceID `json:"device"`
+		Metric   string            `json:"metric"`
+		Category registry.Category `json:"category"`
+		Unit     string            `json:"unit"`
+	}
+	if err := decodeJSON(w, r, &in); err != nil {
+		return err
+	}
+	if err := registry.CheckMetric(in.Metric); err != nil {
+		return err
+	}
+	if err := registry.CheckUnit(in.Unit); err != nil {
+		return err
+	}
+	if !registry.ValidCategory(in.Category) {
+		return errs.E(errs.Invalid, fmt.Sprintf("unknown data category; known: %s", categoryList()))
+	}
+	d, err := a.cfg.Store.Device(r.Context(), t, in.Device)
+	if err != nil {
+		return err
+	}
+	id, err := a.newID("str")
+	if err != nil {
+		return err
+	}
+	v := registry.Stream{ID: registry.StreamID(id), Tenant: t, Device: d.ID, Metric: in.Metric, Key: registry.StreamKey(d.Name, in.Metric),
+		Category: in.Category, Unit: in.Unit, Created: a.cfg.Now().UTC()}
+	if err := a.cfg.Store.CreateStream(r.Context(), v); err != nil {
+		return err
+	}
+	a.cfg.Ingest.Forget(d.Connector)
+	writeJSON(w, http.StatusCreated, v)
+	return nil
+}
+
+func categoryList() string {
+	var s []string
+	for _, c := range registry.Categories {
+		s = append(s, string(c))
+	}
+	return strings.Join(s, ", ")
+}
+
+func (a *API) listStreams(w http.ResponseWriter, r *http.Request) error {
+	t, err := a.tenantOf(r)
+	if err != nil {
+		return err
+	}
+	vs, err := a.cfg.Store.Streams(r.Context(), t)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, nonNil(vs))
+	return nil
+}
+
+// readings serves a page of a stream's readings. Query parameters:
+// from, to (RFC 3339 or Unix ms; default: the last hour), since (a
+// duration such as 5m, instead of from), limit (default 1000), cursor.
+func (a *API) readings(w http.ResponseWriter, r *http.Request) error {
+	t := pathTenant(r)
+	st, err := a.cfg.Store.Stream(r.Context(), t, registry.StreamID(r.PathValue("stream")))
+	if err != nil {
+		return err
+	}
+	q, err := a.parseRange(r)
+	if err != nil {
+		return err
+	}
+	q.Tenant, q.Stream = t, st.ID
+	page, err := series.Read(r.Context(), a.cfg.Store, q)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, struct {
+		Stream registry.StreamID `json:"stream"`
+		Key    string            `json:"key"`
+		Unit   string            `json:"unit"`
+		series.Page
+	}{st.ID, st.Key, st.Unit, page})
+	return nil
+}
+
+func (a *API) parseRange(r *http.Request) (series.Query, error) {
+	v := r.URL.Query()
+	now := a.cfg.Now()
+	q := series.Query{From: now.Add(-time.Hour).UnixMilli(), To: now.UnixMilli() + 1, Limit: 1000, Cursor: v.Get("cursor")}
+	var err error
+	if s := v.Get("since"); s != "" {
+		d, perr := time.ParseDuration(s)
+		if perr != nil || d <= 0 {
+			return q, errs.E(errs.Invalid, "since must be a positive duration such as 15m or 2h")
+		}
+		q.From = now.Add(-d).UnixMilli()
+	}
+	if s := v.Get("from"); s != "" {
+		if q.From, err = parseTime("from", s); err != nil {
+			return q, err
+		}
+	}
+	if s := v.Get("to"); s != "" {
+		if q.To, err = parseTime("to", s); err != nil {
+			return q, err
+		}
+	}
+	if s := v.Get("limit"); s != "" {
+		n, perr := strconv.Atoi(s)
+		if perr != nil {
+			return q, errs.E(errs.Invalid, "limit must be a number")
+		}
+		q.Limit = n
+	}
+	return q, nil
+}
+
+func parseTime(name, s string) (int64, error) {
+	if n, err := strconv.ParseInt(s, 10, 64); err == nil {
+		return n, nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return 0, errs.E(errs.Invalid, fmt.Sprintf("%s must be RFC 3339 (2026-01-02T15:04:05Z) or Unix milliseconds", name))
+	}
+	return t.UnixMilli(), nil
+}
+
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}

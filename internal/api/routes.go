@@ -1,0 +1,67 @@
+package api
+
+import "net/http"
+
+// Handler serves the operator API and enrolment.
+func (a *API) Handler() http.Handler {
+	mux := http.NewServeMux()
+	for _, rt := range a.routes() {
+		mux.Handle(rt.pattern, a.wrap(rt.h))
+	}
+	mux.Handle("/", a.wrap(func(w http.ResponseWriter, r *http.Request) error {
+		http.NotFound(w, r)
+		return nil
+	}))
+	return mux
+}
+
+type route struct {
+	pattern string
+	h       handlerFunc
+}
+
+// routes lists every operator API route. Tests walk this table.
+func (a *API) routes() []route {
+	op := a.operator
+	return []route{
+		{"GET /v1/health", a.health},
+		{"GET /v1/ca.pem", a.caPEM},
+		{"POST /v1/enrol", a.enrolConnector},
+		{"POST /v1/tenants", op(a.createTenant)},
+		{"GET /v1/tenants", op(a.listTenants)},
+		{"POST /v1/tenants/{tenant}/subjects", op(a.createSubject)},
+		{"GET /v1/tenants/{tenant}/subjects", op(a.listSubjects)},
+		{"POST /v1/tenants/{tenant}/sites", op(a.createSite)},
+		{"GET /v1/tenants/{tenant}/sites", op(a.listSites)},
+		{"POST /v1/tenants/{tenant}/connectors", op(a.createConnector)},
+		{"GET /v1/tenants/{tenant}/connectors", op(a.listConnectors)},
+		{"POST /v1/tenants/{tenant}/connectors/{connector}/tokens", op(a.newEnrolToken)},
+		{"POST /v1/tenants/{tenant}/connectors/{connector}/revoke", op(a.revokeConnector)},
+		{"POST /v1/tenants/{tenant}/devices", op(a.createDevice)},
+		{"GET /v1/tenants/{tenant}/devices", op(a.listDevices)},
+		{"POST /v1/tenants/{tenant}/streams", op(a.createStream)},
+		{"GET /v1/tenants/{tenant}/streams", op(a.listStreams)},
+		{"GET /v1/tenants/{tenant}/streams/{stream}/readings", op(a.readings)},
+	}
+}
+
+// DeviceHandler serves the device endpoint. It must be served with the
+// TLS configuration of pki.Authority.DeviceTLSConfig.
+func (a *API) DeviceHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("POST /v1/batches", a.wrap(a.device(a.postBatches)))
+	mux.Handle("POST /v1/renew", a.wrap(a.device(a.renew)))
+	mux.Handle("GET /v1/streams", a.wrap(a.device(a.connectorStreams)))
+	return mux
+}
+
+func (a *API) health(w http.ResponseWriter, r *http.Request) error {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	return nil
+}
+
+func (a *API) caPEM(w http.ResponseWriter, r *http.Request) error {
+	w.Header().Set("Content-Type", "application/x-pem-file")
+	w.Write(a.cfg.Authority.CAPEM())
+	return nil
+}

@@ -1,0 +1,242 @@
+// Package client is the Go client of the hub's operator API, used by the
+// operator CLI, the demo, benchmarks and tests.
+//
+// It speaks only HTTPS and trusts exactly the CA it is given. It must never
+// print or log the operator token.
+package client
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/custos-iot/custos/internal/api"
+	"github.com/custos-iot/custos/internal/registry"
+	"github.com/custos-iot/custos/internal/series"
+	"github.com/custos-iot/custos/internal/source/sim"
+)
+
+// Client calls the operator API.
+type Client struct {
+	// Base is the API URL, e.g. https://127.0.0.1:8443.
+	Base  string
+	token string
+	http  *http.Client
+}
+
+// New returns a client that trusts the CA certificates in caPEM.
+func New(base, token string, caPEM []byte) (*Client, error) {
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		return nil, fmt.Errorf("client: no CA certificate in the given PEM")
+	}
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
+	return &Client{Base: base, token: token, http: &http.Client{Transport: tr, Timeout: time.Minute}}, nil
+}
+
+// NewFromFile is New with the CA read from a PEM file.
+func NewFromFile(base, token, caFile string) (*Client, error) {
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("client: read hub CA: %w", err)
+	}
+	return New(base, token, pem)
+}
+
+// Error is an error answered by the hub.
+type Error struct {
+	Status    int
+	Message   string
+	RequestID string
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("hub: %s (HTTP %d, request %s)", e.Message, e.Status, e.RequestID)
+}
+
+// Do sends a JSON request and decodes the JSON answer into out (if non-nil).
+func (c *Client) Do(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.Base+path, body)
+	if err != nil {
+		return err
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("reach hub at %s: %w", c.Base, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		var e api.ErrorBody
+		json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&e)
+		if e.Error == "" {
+			e.Error = resp.Status
+		}
+		return &Error{Status: resp.StatusCode, Message: e.Error, RequestID: e.RequestID}
+	}
+	if out == nil {
+		return nil
+	}
+	return json.NewDecoder(resp.Body).Decode(out)
+}
+
+// CreateTenant creates a tenant.
+func (c *Client) CreateTenant(ctx context.Context, name string) (t registry.Tenant, err error) {
+	err = c.Do(ctx, "POST", "/v1/tenants", map[string]string{"name": name}, &t)
+	return
+}
+
+// CreateSubject creates a data subject.
+func (c *Client) CreateSubject(ctx context.Context, t registry.TenantID, name string) (v registry.Subject, err error) {
+	err = c.Do(ctx, "POST", "/v1/tenants/"+string(t)+"/subjects", map[string]string{"name": name}, &v)
+	return
+}
+
+// CreateSite creates a site of a subject.
+func (c *Client) CreateSite(ctx context.Context, t registry.TenantID, subject registry.SubjectID, name string) (v registry.Site, err error) {
+	err = c.Do(ctx, "POST", "/v1/tenants/"+string(t)+"/sites", map[string]string{"subject": string(subject), "name": name}, &v)
+	return
+}
+
+// CreateConnector creates a connector and its first enrolment token.
+func (c *Client) CreateConnector(ctx context.Context, t registry.TenantID, name string) (v api.EnrolmentOffer, err error) {
+	err = c.Do(ctx, "POST", "/v1/tenants/"+string(t)+"/connectors", map[string]string{"name": name}, &v)
+	return
+}
+
+// NewEnrolToken issues a fresh enrolment token for a connector.
+func (c *Client) NewEnrolToken(ctx context.Context, t registry.TenantID, id registry.ConnectorID) (v api.EnrolmentOffer, err error) {
+	err = c.Do(ctx, "POST", "/v1/tenants/"+string(t)+"/connectors/"+string(id)+"/tokens", nil, &v)
+	return
+}
+
+// RevokeConnector revokes a connector.
+func (c *Client) RevokeConnector(ctx context.Context, t registry.TenantID, id registry.ConnectorID) (v registry.Connector, err error) {
+	err = c.Do(ctx, "POST", "/v1/tenants/"+string(t)+"/connectors/"+string(id)+"/revoke", nil, &v)
+	return
+}
+
+// CreateDevice creates a device at a site, served by a connector.
+func (c *Client) CreateDevice(ctx context.Context, t registry.TenantID, site registry.SiteID, conn registry.ConnectorID, name string) (v registry.Device, err error) {
+	err = c.Do(ctx, "POST", "/v1/tenants/"+string(t)+"/devices", map[string]string{"site": string(site), "connector": string(conn), "name": name}, &v)
+	return
+}
+
+// CreateStream creates a stream of a device.
+func (c *Client) CreateStream(ctx context.Context, t registry.TenantID, dev registry.DeviceID, metric string, cat registry.Category, unit string) (v registry.Stream, err error) {
+	err = c.Do(ctx, "POST", "/v1/tenants/"+string(t)+"/streams", map[string]string{"device": string(dev), "metric": metric, "category": string(cat), "unit": unit}, &v)
+	return
+}
+
+// Streams lists a tenant's streams.
+func (c *Client) Streams(ctx context.Context, t registry.TenantID) (v []registry.Stream, err error) {
+	err = c.Do(ctx, "GET", "/v1/tenants/"+string(t)+"/streams", nil, &v)
+	return
+}
+
+// Connectors lists a tenant's connectors.
+func (c *Client) Connectors(ctx context.Context, t registry.TenantID) (v []registry.Connector, err error) {
+	err = c.Do(ctx, "GET", "/v1/tenants/"+string(t)+"/connectors", nil, &v)
+	return
+}
+
+// Page is a page of readings with the stream's description.
+type Page struct {
+	Stream registry.StreamID `json:"stream"`
+	Key    string            `json:"key"`
+	Unit   string            `json:"unit"`
+	series.Page
+}
+
+// Readings reads one page of a stream in [from, to) (Unix ms).
+func (c *Client) Readings(ctx context.Context, t registry.TenantID, s registry.StreamID, from, to int64, limit int, cursor string) (p Page, err error) {
+	q := url.Values{}
+	q.Set("from", strconv.FormatInt(from, 10))
+	q.Set("to", strconv.FormatInt(to, 10))
+	q.Set("limit", strconv.Itoa(limit))
+	if cursor != "" {
+		q.Set("cursor", cursor)
+	}
+	err = c.Do(ctx, "GET", "/v1/tenants/"+string(t)+"/streams/"+string(s)+"/readings?"+q.Encode(), nil, &p)
+	return
+}
+
+// AllReadings reads every reading of a stream in [from, to), page by page.
+func (c *Client) AllReadings(ctx context.Context, t registry.TenantID, s registry.StreamID, from, to int64) ([]series.Reading, error) {
+	var out []series.Reading
+	cursor := ""
+	for {
+		p, err := c.Readings(ctx, t, s, from, to, series.MaxLimit, cursor)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, p.Readings...)
+		if p.Next == "" {
+			return out, nil
+		}
+		cursor = p.Next
+	}
+}
+
+// Household is a provisioned simulated household.
+type Household struct {
+	Subject   registry.Subject
+	Site      registry.Site
+	Connector registry.Connector
+	Token     string // the connector's enrolment token
+	Streams   []registry.Stream
+}
+
+// AddHousehold provisions a data subject with a home, a connector and the
+// devices and streams of a simulated household (see sim.Streams).
+func (c *Client) AddHousehold(ctx context.Context, t registry.TenantID, name, member string) (h Household, err error) {
+	if h.Subject, err = c.CreateSubject(ctx, t, member); err != nil {
+		return h, err
+	}
+	if h.Site, err = c.CreateSite(ctx, t, h.Subject.ID, name); err != nil {
+		return h, err
+	}
+	offer, err := c.CreateConnector(ctx, t, name+"-gateway")
+	if err != nil {
+		return h, err
+	}
+	h.Connector, h.Token = offer.Connector, offer.Token
+	devices := map[string]registry.Device{}
+	for _, s := range sim.Streams(name) {
+		d, ok := devices[s[0]]
+		if !ok {
+			if d, err = c.CreateDevice(ctx, t, h.Site.ID, h.Connector.ID, s[0]); err != nil {
+				return h, err
+			}
+			devices[s[0]] = d
+		}
+		st, err := c.CreateStream(ctx, t, d.ID, s[1], registry.Category(s[2]), s[3])
+		if err != nil {
+			return h, err
+		}
+		h.Streams = append(h.Streams, st)
+	}
+	return h, nil
+}

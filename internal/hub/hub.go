@@ -1,0 +1,252 @@
+// Package hub is the composition root of the Custos hub: it turns a Config
+// into running parts (store, CA, ingest, HTTP endpoints) and runs them.
+//
+// It is the only place that wires everything together. Only cmd/custos
+// and tests import it.
+package hub
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/custos-iot/custos/internal/api"
+	"github.com/custos-iot/custos/internal/ingest"
+	"github.com/custos-iot/custos/internal/pki"
+	"github.com/custos-iot/custos/internal/registry"
+	"github.com/custos-iot/custos/internal/store"
+)
+
+// Config configures a hub. The zero value of each field means its default.
+type Config struct {
+	// DataDir holds the SQLite database and the CA. Default "custos-data".
+	DataDir string
+	// PostgresDSN selects PostgreSQL instead of the embedded SQLite store.
+	PostgresDSN string
+	// PostgresSchema is the schema used in PostgreSQL. Default "custos".
+	PostgresSchema string
+	// APIAddr is where the operator API and enrolment listen (HTTPS).
+	// Default "127.0.0.1:8443".
+	APIAddr string
+	// DeviceAddr is where the device endpoint listens (TLS 1.3, client
+	// certificates required). Default ":8444".
+	DeviceAddr string
+	// Names are the DNS names and IPs in the hub's server certificate.
+	// Default localhost, 127.0.0.1, ::1.
+	Names []string
+	// DeviceURL is the device endpoint's address as connectors reach it.
+	// Default "https://<first name>:<device port>".
+	DeviceURL string
+	// EnrolTokenTTL is the validity of enrolment tokens. Default 24 h.
+	EnrolTokenTTL time.Duration
+	// CertLifetime is the lifetime of connector certificates. Default 24 h.
+	CertLifetime time.Duration
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+	// Rand is the randomness for IDs, tokens and keys. Default crypto/rand.
+	Rand io.Reader
+	// Log is the operational log. Default slog.Default().
+	Log *slog.Logger
+}
+
+func (c *Config) setDefaults() {
+	if c.DataDir == "" {
+		c.DataDir = "custos-data"
+	}
+	if c.APIAddr == "" {
+		c.APIAddr = "127.0.0.1:8443"
+	}
+	if c.DeviceAddr == "" {
+		c.DeviceAddr = ":8444"
+	}
+	if len(c.Names) == 0 {
+		c.Names = []string{"localhost", "127.0.0.1", "::1"}
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Rand == nil {
+		c.Rand = rand.Reader
+	}
+	if c.Log == nil {
+		c.Log = slog.Default()
+	}
+}
+
+// Hub is a configured hub with its listeners open.
+type Hub struct {
+	cfg       Config
+	Store     *store.Store
+	Authority *pki.Authority
+	Ingest    *ingest.Service
+	api       *api.API
+
+	apiLn, devLn net.Listener
+	// InitialToken is the operator token created on the first start of an
+	// empty store; empty on later starts. Show it to the operator once.
+	InitialToken string
+}
+
+// New opens the store (applying migrations), loads or creates the CA and
+// opens the listeners. Call Run to serve and Close to release.
+func New(ctx context.Context, cfg Config) (h *Hub, err error) {
+	cfg.setDefaults()
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("hub: data directory: %w", err)
+	}
+	h = &Hub{cfg: cfg}
+	defer func() {
+		if err != nil {
+			h.Close()
+		}
+	}()
+	h.Store, err = store.Open(ctx, store.Config{
+		Path:   filepath.Join(cfg.DataDir, "hub.db"),
+		DSN:    cfg.PostgresDSN,
+		Schema: cfg.PostgresSchema,
+		Now:    cfg.Now,
+	})
+	if err != nil {
+		return nil, err
+	}
+	h.Authority, err = pki.Open(pki.Config{Dir: filepath.Join(cfg.DataDir, "ca"), Names: cfg.Names, Now: cfg.Now, Rand: cfg.Rand})
+	if err != nil {
+		return nil, err
+	}
+	if h.InitialToken, err = h.ensureOperator(ctx); err != nil {
+		return nil, err
+	}
+	h.Ingest = ingest.New(ingest.Config{Store: h.Store, Now: cfg.Now, Log: cfg.Log})
+
+	if h.apiLn, err = net.Listen("tcp", cfg.APIAddr); err != nil {
+		return nil, fmt.Errorf("hub: API listener: %w", err)
+	}
+	if h.devLn, err = net.Listen("tcp", cfg.DeviceAddr); err != nil {
+		return nil, fmt.Errorf("hub: device listener: %w", err)
+	}
+	deviceURL := cfg.DeviceURL
+	if deviceURL == "" {
+		_, port, _ := net.SplitHostPort(h.devLn.Addr().String())
+		deviceURL = "https://" + net.JoinHostPort(cfg.Names[0], port)
+	}
+	h.api = api.New(api.Config{
+		Store: h.Store, Authority: h.Authority, Ingest: h.Ingest, DeviceURL: deviceURL,
+		EnrolTokenTTL: cfg.EnrolTokenTTL, CertLifetime: cfg.CertLifetime,
+		Now: cfg.Now, Rand: cfg.Rand, Log: cfg.Log,
+	})
+	return h, nil
+}
+
+// ensureOperator creates the first operator token if the store has none.
+func (h *Hub) ensureOperator(ctx context.Context) (string, error) {
+	n, err := h.Store.OperatorTokenCount(ctx)
+	if err != nil || n > 0 {
+		return "", err
+	}
+	var secret [32]byte
+	if _, err := io.ReadFull(h.cfg.Rand, secret[:]); err != nil {
+		return "", err
+	}
+	token := "cop_" + base64.RawURLEncoding.EncodeToString(secret[:])
+	id, err := registry.NewID(h.cfg.Rand, "opt")
+	if err != nil {
+		return "", err
+	}
+	t := store.OperatorToken{ID: id, Name: "initial operator", Created: h.cfg.Now().UTC()}
+	if err := h.Store.CreateOperatorToken(ctx, t, sha256.Sum256([]byte(token))); err != nil {
+		return "", err
+	}
+	return token, nil
+}
+
+// APIURL is the operator API's base URL.
+func (h *Hub) APIURL() string { return "https://" + h.apiAddr() }
+
+func (h *Hub) apiAddr() string {
+	_, port, _ := net.SplitHostPort(h.apiLn.Addr().String())
+	host, _, _ := net.SplitHostPort(h.cfg.APIAddr)
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
+}
+
+// DeviceURL is the device endpoint's base URL on this machine.
+func (h *Hub) DeviceURL() string {
+	_, port, _ := net.SplitHostPort(h.devLn.Addr().String())
+	host, _, _ := net.SplitHostPort(h.cfg.DeviceAddr)
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+	}
+	return "https://" + net.JoinHostPort(host, port)
+}
+
+// DevicePort is the device endpoint's TCP port.
+func (h *Hub) DevicePort() int {
+	_, port, _ := net.SplitHostPort(h.devLn.Addr().String())
+	n, _ := strconv.Atoi(port)
+	return n
+}
+
+// CAFile is the path of the hub CA certificate (PEM), for clients.
+func (h *Hub) CAFile() string { return filepath.Join(h.cfg.DataDir, "ca", "ca.pem") }
+
+// Run serves until ctx is cancelled, then shuts down gracefully: requests
+// in flight finish (and their batches commit) before Run returns.
+func (h *Hub) Run(ctx context.Context) error {
+	ingestCtx, stopIngest := context.WithCancel(context.Background())
+	ingestDone := make(chan struct{})
+	go func() {
+		h.Ingest.Run(ingestCtx)
+		close(ingestDone)
+	}()
+
+	errLog := slog.NewLogLogger(h.cfg.Log.Handler(), slog.LevelDebug)
+	apiSrv := &http.Server{Handler: h.api.Handler(), TLSConfig: h.Authority.APITLSConfig(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: errLog}
+	devSrv := &http.Server{Handler: h.api.DeviceHandler(), TLSConfig: h.Authority.DeviceTLSConfig(h.api.CheckConnector), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, ErrorLog: errLog}
+	errc := make(chan error, 2)
+	go func() { errc <- apiSrv.ServeTLS(h.apiLn, "", "") }()
+	go func() { errc <- devSrv.ServeTLS(h.devLn, "", "") }()
+	h.cfg.Log.Info("hub serving", "api", h.APIURL(), "device", h.DeviceURL(), "store", string(h.Store.Dialect()))
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	apiSrv.Shutdown(sctx)
+	devSrv.Shutdown(sctx)
+	stopIngest()
+	<-ingestDone
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return err
+}
+
+// Close releases the listeners and the store.
+func (h *Hub) Close() error {
+	if h.apiLn != nil {
+		h.apiLn.Close()
+	}
+	if h.devLn != nil {
+		h.devLn.Close()
+	}
+	if h.Store != nil {
+		return h.Store.Close()
+	}
+	return nil
+}

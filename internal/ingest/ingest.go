@@ -1,0 +1,321 @@
+// Package ingest accepts batches of readings from connectors and makes them
+// durable: it decodes the wire format, checks that the connector may write
+// every stream it names, cuts the batch into chunks and hands them to a
+// group-committing writer, which acknowledges a batch only once it is on
+// disk. A replayed batch ID is acknowledged without being stored twice.
+//
+// Ingest knows nothing of HTTP; the device endpoint in internal/api calls
+// Accept. It must never log reading values.
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/custos-iot/custos/internal/errs"
+	"github.com/custos-iot/custos/internal/registry"
+	"github.com/custos-iot/custos/internal/series"
+	"github.com/custos-iot/custos/internal/wire"
+)
+
+// Store is what ingest needs from the database.
+type Store interface {
+	// WriteBatches stores the batches in one transaction and reports which
+	// were duplicates of batches stored before.
+	WriteBatches(ctx context.Context, received int64, bs []series.Batch) (dup []bool, err error)
+	// ConnectorStreams lists the streams a connector may write.
+	ConnectorStreams(ctx context.Context, c registry.ConnectorID) ([]registry.Stream, error)
+	// Connector returns a connector, to check its status.
+	Connector(ctx context.Context, t registry.TenantID, c registry.ConnectorID) (registry.Connector, error)
+}
+
+// Config configures a Service.
+type Config struct {
+	// Store is the database. Must be non-nil.
+	Store Store
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+	// Log receives operational messages (IDs and counts only). Default slog.Default().
+	Log *slog.Logger
+	// MaxGroupReadings bounds the readings committed in one transaction.
+	// Default 200,000.
+	MaxGroupReadings int
+	// StatusTTL is how long a connector's status and stream list are cached.
+	// A revocation made on another hub replica takes effect within it.
+	// Default 500 ms.
+	StatusTTL time.Duration
+}
+
+// Service accepts batches. Create it with New, start its writer with Run.
+type Service struct {
+	cfg     Config
+	pending chan *commit
+
+	mu    sync.Mutex
+	conns map[registry.ConnectorID]*connState
+}
+
+type connState struct {
+	mu      sync.Mutex
+	loaded  time.Time
+	status  registry.ConnectorStatus
+	streams map[string]registry.Stream
+	err     error
+}
+
+type commit struct {
+	batches  []series.Batch
+	readings int
+	dup      []bool
+	err      error
+	done     chan struct{}
+}
+
+// New returns a Service; call Run to start committing.
+func New(cfg Config) *Service {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	if cfg.MaxGroupReadings == 0 {
+		cfg.MaxGroupReadings = 200_000
+	}
+	if cfg.StatusTTL == 0 {
+		cfg.StatusTTL = 500 * time.Millisecond
+	}
+	return &Service{
+		cfg:     cfg,
+		pending: make(chan *commit, 1024),
+		conns:   map[registry.ConnectorID]*connState{},
+	}
+}
+
+// Result reports what Accept did with a request.
+type Result struct {
+	Batches    int `json:"batches"`
+	Readings   int `json:"readings"`   // readings newly stored
+	Duplicates int `json:"duplicates"` // batches already stored before (replays)
+}
+
+// Identity names the connector that sent a request, as its certificate says.
+type Identity struct {
+	Tenant    registry.TenantID
+	Connector registry.ConnectorID
+}
+
+// Check reports whether the connector may use the device endpoint now:
+// it must exist in its tenant and not be revoked. The answer is cached for
+// Config.StatusTTL; Forget drops the cache entry at once.
+func (s *Service) Check(ctx context.Context, id Identity) error {
+	st, err := s.state(ctx, id)
+	if err != nil {
+		return err
+	}
+	if st.status == registry.ConnectorRevoked {
+		return errs.E(errs.Forbidden, "connector is revoked")
+	}
+	return nil
+}
+
+// Forget drops what is cached about a connector, e.g. after its revocation
+// or a change to its streams, so the next request sees the change.
+func (s *Service) Forget(c registry.ConnectorID) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+}
+
+func (s *Service) state(ctx context.Context, id Identity) (*connState, error) {
+	s.mu.Lock()
+	st := s.conns[id.Connector]
+	if st == nil {
+		st = &connState{}
+		s.conns[id.Connector] = st
+	}
+	s.mu.Unlock()
+
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if now := s.cfg.Now(); st.loaded.IsZero() || now.Sub(st.loaded) >= s.cfg.StatusTTL {
+		st.err = s.load(ctx, id, st)
+		st.loaded = now
+	}
+	if st.err != nil {
+		return nil, st.err
+	}
+	return st, nil
+}
+
+func (s *Service) load(ctx context.Context, id Identity, st *connState) error {
+	c, err := s.cfg.Store.Connector(ctx, id.Tenant, id.Connector)
+	if err != nil {
+		if errs.Is(errs.NotFound, err) {
+			return errs.E(errs.Forbidden, "unknown connector")
+		}
+		return err
+	}
+	st.status = c.Status
+	list, err := s.cfg.Store.ConnectorStreams(ctx, id.Connector)
+	if err != nil {
+		return err
+	}
+	st.streams = make(map[string]registry.Stream, len(list))
+	for _, v := range list {
+		if v.Tenant == id.Tenant {
+			st.streams[v.Key] = v
+		}
+	}
+	return nil
+}
+
+// Accept decodes a request body of one or more wire batches from a
+// connector and stores them. It returns only when every batch is durable
+// (or was stored before). If any batch is malformed or names a stream the
+// connector may not write, nothing of the request is stored.
+func (s *Service) Accept(ctx context.Context, id Identity, body []byte) (Result, error) {
+	const op errs.Op = "ingest.Accept"
+	batches, err := wire.DecodeBatches(body)
+	if err != nil {
+		kind := errs.Invalid
+		if errors.Is(err, wire.ErrTooLarge) {
+			kind = errs.TooLarge
+		}
+		return Result{}, errs.E(op, kind, err)
+	}
+	st, err := s.state(ctx, id)
+	if err != nil {
+		return Result{}, errs.E(op, err)
+	}
+	if st.status == registry.ConnectorRevoked {
+		return Result{}, errs.E(op, errs.Forbidden, "connector is revoked")
+	}
+	c := &commit{batches: make([]series.Batch, len(batches)), done: make(chan struct{})}
+	for i := range batches {
+		b := &batches[i]
+		out := &c.batches[i]
+		out.Connector, out.ID, out.Readings = id.Connector, b.ID, b.Len()
+		c.readings += out.Readings
+		for j := range b.Series {
+			sr := &b.Series[j]
+			v, ok := st.streams[sr.Key]
+			if !ok {
+				return Result{}, errs.E(op, errs.Forbidden, fmt.Sprintf("batch %s: stream %q is not a stream of this connector's devices", b.ID, sr.Key))
+			}
+			out.Chunks = appendChunks(out.Chunks, v, sr)
+		}
+	}
+	select {
+	case s.pending <- c:
+	case <-ctx.Done():
+		return Result{}, errs.E(op, errs.Unavailable, ctx.Err())
+	}
+	select {
+	case <-c.done:
+	case <-ctx.Done():
+		// The commit may still land; the connector retries with the same
+		// batch ID, which the store then answers as a duplicate.
+		return Result{}, errs.E(op, errs.Unavailable, ctx.Err())
+	}
+	if c.err != nil {
+		return Result{}, errs.E(op, errs.Unavailable, c.err)
+	}
+	res := Result{Batches: len(batches)}
+	for i, d := range c.dup {
+		if d {
+			res.Duplicates++
+		} else {
+			res.Readings += c.batches[i].Readings
+		}
+	}
+	return res, nil
+}
+
+// appendChunks turns one series into chunks: the received block as it is
+// when it spans at most series.MaxChunkSpanMS, otherwise re-encoded pieces.
+func appendChunks(dst []series.Chunk, v registry.Stream, sr *wire.Series) []series.Chunk {
+	mk := func(rs []wire.Reading, block []byte, lo, hi int64) series.Chunk {
+		return series.Chunk{Tenant: v.Tenant, Stream: v.ID, MinTime: lo, MaxTime: hi, Count: len(rs), Data: block}
+	}
+	if sr.MaxTime-sr.MinTime <= series.MaxChunkSpanMS {
+		// The block aliases the request body, which stays alive until commit.
+		return append(dst, mk(sr.Readings, sr.Block, sr.MinTime, sr.MaxTime))
+	}
+	// Rare (an agent sending a long backlog as one series): cut by time.
+	rs := append([]wire.Reading(nil), sr.Readings...)
+	sortByTime(rs)
+	for len(rs) > 0 {
+		end := 1
+		for end < len(rs) && rs[end].Time-rs[0].Time <= series.MaxChunkSpanMS {
+			end++
+		}
+		part := rs[:end]
+		dst = append(dst, mk(part, wire.AppendBlock(nil, part), part[0].Time, part[end-1].Time))
+		rs = rs[end:]
+	}
+	return dst
+}
+
+// Run commits pending batches in groups until ctx is done. Every request
+// waiting when Run returns gets an error.
+func (s *Service) Run(ctx context.Context) error {
+	for {
+		var first *commit
+		select {
+		case first = <-s.pending:
+		case <-ctx.Done():
+			s.drain(ctx.Err())
+			return nil
+		}
+		group := []*commit{first}
+		n := first.readings
+	gather:
+		for n < s.cfg.MaxGroupReadings {
+			select {
+			case c := <-s.pending:
+				group = append(group, c)
+				n += c.readings
+			default:
+				break gather
+			}
+		}
+		s.write(group)
+	}
+}
+
+func (s *Service) write(group []*commit) {
+	var all []series.Batch
+	for _, c := range group {
+		all = append(all, c.batches...)
+	}
+	// The commit runs to completion even if the hub is shutting down:
+	// an abandoned transaction would only be retried by the connector.
+	dup, err := s.cfg.Store.WriteBatches(context.Background(), s.cfg.Now().UnixMilli(), all)
+	if err != nil {
+		s.cfg.Log.Error("ingest: commit failed", "batches", len(all), "err", err)
+	}
+	for _, c := range group {
+		c.err = err
+		if err == nil {
+			c.dup, dup = dup[:len(c.batches)], dup[len(c.batches):]
+		}
+		close(c.done)
+	}
+}
+
+func (s *Service) drain(err error) {
+	for {
+		select {
+		case c := <-s.pending:
+			c.err = err
+			close(c.done)
+		default:
+			return
+		}
+	}
+}
