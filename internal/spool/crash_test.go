@@ -18,7 +18,7 @@ import (
 )
 
 // copyDir copies every file of src into dst (created).
-func copyDir(t testing.TB, src, dst string, _ int) {
+func copyDir(t testing.TB, src, dst string) {
 	t.Helper()
 	if err := os.MkdirAll(dst, 0o700); err != nil {
 		t.Fatal(err)

@@ -279,7 +279,7 @@ func TestAppendedAfterCrash(t *testing.T) {
 	check := func(step string) {
 		t.Helper()
 		img := filepath.Join(fastDir(t), "img")
-		copyDir(t, dir, img, -1)
+		copyDir(t, dir, img)
 		c := mustOpen(t, Options{Dir: img, SegmentBytes: 100, MaxBytes: 1 << 20})
 		defer c.Close()
 		if got := c.Stats(); got.Appended != uint64(n) || got.Records != s.Stats().Records {
