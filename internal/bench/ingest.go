@@ -1,0 +1,350 @@
+// Package bench runs the end-to-end benchmarks behind `custos bench`: real
+// hubs, real connectors over mutual TLS on loopback, real disks, and a
+// baseline measured in the same run so results are ratios, not absolute
+// numbers from a noisy machine.
+//
+// Load generated here goes only to addresses on this machine and stops by
+// itself after the configured duration.
+package bench
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	mrand "math/rand/v2"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime/pprof"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/custos-iot/custos/internal/client"
+	"github.com/custos-iot/custos/internal/hub"
+	"github.com/custos-iot/custos/internal/registry"
+	"github.com/custos-iot/custos/internal/uplink"
+	"github.com/custos-iot/custos/internal/wire"
+)
+
+// IngestConfig configures an ingest run.
+type IngestConfig struct {
+	// Connectors is the number of simulated connectors. Default 100.
+	Connectors int
+	// Batch is the readings per batch. Default 1000.
+	Batch int
+	// Streams is the streams per connector. Default 10.
+	Streams int
+	// Duration is how long load is offered. Default 10 s.
+	Duration time.Duration
+	// BaselineDuration is how long the plain-file baseline runs. Default
+	// min(Duration, 5 s).
+	BaselineDuration time.Duration
+	// Dir holds the hub's data; default a temporary directory, removed after.
+	Dir string
+	// PostgresDSN runs the hub on PostgreSQL instead of SQLite.
+	PostgresDSN string
+	// Progress receives human-readable progress lines. Optional.
+	Progress io.Writer
+	// CPUProfile, if set, receives a CPU profile of the load phase only.
+	CPUProfile io.Writer
+}
+
+// IngestResult is the outcome of an ingest run.
+type IngestResult struct {
+	Connectors          int     `json:"connectors"`
+	Batch               int     `json:"batch"`
+	Streams             int     `json:"streams_per_connector"`
+	DurationS           float64 `json:"duration_s"`
+	Readings            int64   `json:"readings"`
+	StoredReadings      int64   `json:"stored_readings"`
+	Errors              int64   `json:"errors"`
+	ReadingsPerSec      float64 `json:"readings_per_sec"`
+	P50BatchMS          float64 `json:"p50_batch_ms"`
+	P99BatchMS          float64 `json:"p99_batch_ms"`
+	DiskBytesPerReading float64 `json:"disk_bytes_per_reading"`
+	BaselinePerSec      float64 `json:"baseline_readings_per_sec"`
+	RatioToBaseline     float64 `json:"ratio_to_baseline"`
+	Store               string  `json:"store"`
+}
+
+func (c *IngestConfig) defaults() {
+	if c.Connectors <= 0 {
+		c.Connectors = 100
+	}
+	if c.Batch <= 0 {
+		c.Batch = 1000
+	}
+	if c.Streams <= 0 {
+		c.Streams = 10
+	}
+	if c.Duration <= 0 {
+		c.Duration = 10 * time.Second
+	}
+	if c.BaselineDuration <= 0 {
+		c.BaselineDuration = min(c.Duration, 5*time.Second)
+	}
+	if c.Progress == nil {
+		c.Progress = io.Discard
+	}
+}
+
+// Ingest runs the ingest benchmark.
+func Ingest(ctx context.Context, cfg IngestConfig) (IngestResult, error) {
+	cfg.defaults()
+	res := IngestResult{Connectors: cfg.Connectors, Batch: cfg.Batch, Streams: cfg.Streams, Store: "sqlite"}
+	if cfg.Batch%cfg.Streams != 0 {
+		return res, fmt.Errorf("batch size %d must be a multiple of the streams per connector (%d)", cfg.Batch, cfg.Streams)
+	}
+	dir := cfg.Dir
+	if dir == "" {
+		d, err := os.MkdirTemp("", "custos-bench-")
+		if err != nil {
+			return res, err
+		}
+		defer os.RemoveAll(d)
+		dir = d
+	}
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	hcfg := hub.Config{DataDir: filepath.Join(dir, "hub"), APIAddr: "127.0.0.1:0", DeviceAddr: "127.0.0.1:0", Log: quiet}
+	if cfg.PostgresDSN != "" {
+		hcfg.PostgresDSN = cfg.PostgresDSN
+		hcfg.PostgresSchema = fmt.Sprintf("custos_bench_%d", time.Now().UnixNano())
+		res.Store = "postgres"
+	}
+	h, err := hub.New(ctx, hcfg)
+	if err != nil {
+		return res, err
+	}
+	defer h.Close()
+	hubCtx, stopHub := context.WithCancel(context.Background())
+	hubDone := make(chan error, 1)
+	go func() { hubDone <- h.Run(hubCtx) }()
+	defer func() { stopHub(); <-hubDone }()
+
+	c, err := client.NewFromFile(h.APIURL(), h.InitialToken, h.CAFile())
+	if err != nil {
+		return res, err
+	}
+	fmt.Fprintf(cfg.Progress, "provisioning %d connectors with %d streams each...\n", cfg.Connectors, cfg.Streams)
+	conns, err := provision(ctx, c, h, dir, cfg)
+	if err != nil {
+		return res, err
+	}
+	before := dbBytes(h)
+
+	fmt.Fprintf(cfg.Progress, "offering load for %s...\n", cfg.Duration)
+	var readings, errors atomic.Int64
+	lat := make([][]time.Duration, len(conns))
+	start := time.Now()
+	deadline := start.Add(cfg.Duration)
+	if cfg.CPUProfile != nil {
+		if err := pprof.StartCPUProfile(cfg.CPUProfile); err != nil {
+			return res, err
+		}
+	}
+	var wg sync.WaitGroup
+	for i, bc := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			lat[i] = bc.run(ctx, deadline, cfg, &readings, &errors)
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	if cfg.CPUProfile != nil {
+		pprof.StopCPUProfile()
+	}
+
+	var all []time.Duration
+	for _, l := range lat {
+		all = append(all, l...)
+	}
+	slices.Sort(all)
+	res.DurationS = elapsed.Seconds()
+	res.Readings = readings.Load()
+	res.Errors = errors.Load()
+	res.ReadingsPerSec = float64(res.Readings) / elapsed.Seconds()
+	res.P50BatchMS = pct(all, 0.50)
+	res.P99BatchMS = pct(all, 0.99)
+
+	var stored int64
+	for _, bc := range conns {
+		for _, s := range bc.streams {
+			n, err := h.Store.ReadingCount(ctx, bc.tenant, s)
+			if err != nil {
+				return res, err
+			}
+			stored += n
+		}
+	}
+	res.StoredReadings = stored
+	if res.Store == "sqlite" {
+		if _, err := h.Store.DB().ExecContext(ctx, "PRAGMA wal_checkpoint(TRUNCATE)"); err != nil {
+			return res, err
+		}
+	}
+	if stored > 0 {
+		res.DiskBytesPerReading = float64(dbBytes(h)-before) / float64(stored)
+	}
+
+	fmt.Fprintf(cfg.Progress, "measuring the plain-file baseline for %s...\n", cfg.BaselineDuration)
+	base, err := Baseline(filepath.Join(dir, "baseline"), cfg.Connectors, cfg.Batch, cfg.BaselineDuration)
+	if err != nil {
+		return res, err
+	}
+	res.BaselinePerSec = base
+	if base > 0 {
+		res.RatioToBaseline = res.ReadingsPerSec / base
+	}
+	return res, nil
+}
+
+func pct(sorted []time.Duration, p float64) float64 {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := min(int(float64(len(sorted))*p), len(sorted)-1)
+	return float64(sorted[i].Microseconds()) / 1000
+}
+
+// dbBytes is the size of the hub's database files (SQLite) or of the
+// hub schema's relations (PostgreSQL).
+func dbBytes(h *hub.Hub) int64 {
+	if h.Store.Dialect() == "postgres" {
+		var n int64
+		h.Store.DB().QueryRow(`SELECT COALESCE(SUM(pg_total_relation_size(c.oid)), 0) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'm')`).Scan(&n)
+		return n
+	}
+	var n int64
+	matches, _ := filepath.Glob(filepath.Join(filepath.Dir(h.CAFile()), "..", "hub.db*"))
+	for _, m := range matches {
+		if fi, err := os.Stat(m); err == nil {
+			n += fi.Size()
+		}
+	}
+	return n
+}
+
+type benchConn struct {
+	tenant  registry.TenantID
+	streams []registry.StreamID
+	keys    []string
+	client  *http.Client
+	url     string
+	seed    uint64
+}
+
+func provision(ctx context.Context, c *client.Client, h *hub.Hub, dir string, cfg IngestConfig) ([]*benchConn, error) {
+	ten, err := c.CreateTenant(ctx, "Bench Cooperative")
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*benchConn, cfg.Connectors)
+	for i := range out {
+		name := fmt.Sprintf("bench-%03d", i)
+		sub, err := c.CreateSubject(ctx, ten.ID, "Bench member "+name)
+		if err != nil {
+			return nil, err
+		}
+		site, err := c.CreateSite(ctx, ten.ID, sub.ID, name)
+		if err != nil {
+			return nil, err
+		}
+		offer, err := c.CreateConnector(ctx, ten.ID, name)
+		if err != nil {
+			return nil, err
+		}
+		dev, err := c.CreateDevice(ctx, ten.ID, site.ID, offer.Connector.ID, name+"-meter")
+		if err != nil {
+			return nil, err
+		}
+		bc := &benchConn{tenant: ten.ID, url: h.DeviceURL(), seed: uint64(i + 1)}
+		for j := range cfg.Streams {
+			st, err := c.CreateStream(ctx, ten.ID, dev.ID, fmt.Sprintf("power_l%d_w", j), "energy.consumption", "W")
+			if err != nil {
+				return nil, err
+			}
+			bc.streams = append(bc.streams, st.ID)
+			bc.keys = append(bc.keys, st.Key)
+		}
+		creds, err := uplink.Enrol(ctx, filepath.Join(dir, "agents", name), h.APIURL(), offer.Token, rand.Reader)
+		if err != nil {
+			return nil, err
+		}
+		bc.client = &http.Client{Transport: &http.Transport{TLSClientConfig: creds.TLSConfig(""), MaxIdleConnsPerHost: 1}, Timeout: time.Minute}
+		out[i] = bc
+	}
+	return out, nil
+}
+
+// run sends batches until the deadline and returns the batch latencies.
+func (bc *benchConn) run(ctx context.Context, deadline time.Time, cfg IngestConfig, readings, errors *atomic.Int64) []time.Duration {
+	per := cfg.Batch / cfg.Streams
+	rng := mrand.New(mrand.NewPCG(bc.seed, 42))
+	values := make([]float64, len(bc.keys))
+	for i := range values {
+		values[i] = float64(200 + rng.IntN(2000))
+	}
+	b := wire.Batch{Series: make([]wire.Series, len(bc.keys))}
+	for i := range b.Series {
+		b.Series[i] = wire.Series{Key: bc.keys[i], Readings: make([]wire.Reading, per)}
+	}
+	t := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli()
+	var lat []time.Duration
+	var body []byte
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		for i := range b.Series {
+			rs := b.Series[i].Readings
+			for j := range rs {
+				values[i] = max(0, values[i]+float64(rng.IntN(61)-30))
+				rs[j] = wire.Reading{Time: t + int64(j)*1000, Value: values[i]}
+			}
+		}
+		t += int64(per) * 1000
+		binary.LittleEndian.PutUint64(b.ID[:], rng.Uint64())
+		binary.LittleEndian.PutUint64(b.ID[8:], rng.Uint64())
+		var err error
+		body, err = wire.AppendBatch(body[:0], &b)
+		if err != nil {
+			errors.Add(1)
+			return lat
+		}
+		t0 := time.Now()
+		n, err := bc.post(body)
+		if err != nil {
+			errors.Add(1)
+			continue
+		}
+		lat = append(lat, time.Since(t0))
+		readings.Add(int64(n))
+	}
+	return lat
+}
+
+func (bc *benchConn) post(body []byte) (int, error) {
+	req, err := http.NewRequest(http.MethodPost, bc.url+"/v1/batches", bytes.NewReader(body))
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set("Content-Type", uplink.BatchContentType)
+	resp, err := bc.client.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	var out struct {
+		Readings int `json:"readings"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("status %s", resp.Status)
+	}
+	return out.Readings, nil
+}
