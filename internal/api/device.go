@@ -12,6 +12,7 @@ import (
 	"github.com/custos-iot/custos/internal/enrol"
 	"github.com/custos-iot/custos/internal/errs"
 	"github.com/custos-iot/custos/internal/ingest"
+	"github.com/custos-iot/custos/internal/pki"
 	"github.com/custos-iot/custos/internal/registry"
 	"github.com/custos-iot/custos/internal/wire"
 )
@@ -59,18 +60,14 @@ func (a *API) enrolConnector(w http.ResponseWriter, r *http.Request) error {
 	return a.issue(w, r, c.Tenant, c.ID, in.CSR, "enrol")
 }
 
+// checkCSR refuses every CSR that pki.Authority.Sign would refuse (also an
+// unaccepted key type), so that such a CSR never consumes a token.
 func checkCSR(der []byte) error {
 	if len(der) == 0 {
 		return errs.E(errs.Invalid, "missing CSR")
 	}
-	csr, err := x509.ParseCertificateRequest(der)
-	if err != nil {
-		return errs.E(errs.Invalid, "malformed CSR: not a DER PKCS#10 request")
-	}
-	if err := csr.CheckSignature(); err != nil {
-		return errs.E(errs.Invalid, "malformed CSR: its signature does not verify")
-	}
-	return nil
+	_, err := pki.CheckCSR(der)
+	return err
 }
 
 func (a *API) issue(w http.ResponseWriter, r *http.Request, t registry.TenantID, c registry.ConnectorID, csr []byte, how string) error {

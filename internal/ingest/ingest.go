@@ -55,8 +55,11 @@ type Service struct {
 	cfg     Config
 	pending chan *commit
 
-	mu    sync.Mutex
-	conns map[registry.ConnectorID]*connState
+	mu sync.Mutex
+	// conns is keyed by the whole identity, not the connector ID alone: a
+	// certificate naming a connector under another tenant must not be
+	// answered from the real tenant's entry.
+	conns map[Identity]*connState
 }
 
 type connState struct {
@@ -92,7 +95,7 @@ func New(cfg Config) *Service {
 	return &Service{
 		cfg:     cfg,
 		pending: make(chan *commit, 1024),
-		conns:   map[registry.ConnectorID]*connState{},
+		conns:   map[Identity]*connState{},
 	}
 }
 
@@ -127,16 +130,20 @@ func (s *Service) Check(ctx context.Context, id Identity) error {
 // or a change to its streams, so the next request sees the change.
 func (s *Service) Forget(c registry.ConnectorID) {
 	s.mu.Lock()
-	delete(s.conns, c)
+	for id := range s.conns {
+		if id.Connector == c {
+			delete(s.conns, id)
+		}
+	}
 	s.mu.Unlock()
 }
 
 func (s *Service) state(ctx context.Context, id Identity) (*connState, error) {
 	s.mu.Lock()
-	st := s.conns[id.Connector]
+	st := s.conns[id]
 	if st == nil {
 		st = &connState{}
-		s.conns[id.Connector] = st
+		s.conns[id] = st
 	}
 	s.mu.Unlock()
 

@@ -34,21 +34,9 @@ func (a *Authority) Sign(csrDER []byte, id enrol.Identity, lifetime time.Duratio
 	if lifetime <= 0 {
 		return nil, errs.E(op, errs.Invalid, "certificate lifetime must be positive")
 	}
-	if len(csrDER) == 0 {
-		return nil, errs.E(op, errs.Invalid, "empty CSR")
-	}
-	if len(csrDER) > maxCSR {
-		return nil, errs.E(op, errs.Invalid, "CSR too large")
-	}
-	csr, err := x509.ParseCertificateRequest(csrDER)
+	csr, err := CheckCSR(csrDER)
 	if err != nil {
-		return nil, errs.E(op, errs.Invalid, "malformed CSR: not a DER PKCS#10 certificate request")
-	}
-	if err := checkCSRKey(csr); err != nil {
-		return nil, errs.E(op, errs.Invalid, err)
-	}
-	if err := csr.CheckSignature(); err != nil {
-		return nil, errs.E(op, errs.Invalid, "CSR signature does not verify (corrupted, or not signed by its own key)")
+		return nil, errs.E(op, err)
 	}
 	now := a.now()
 	notAfter := now.Add(lifetime)
@@ -78,6 +66,31 @@ func (a *Authority) Sign(csrDER []byte, id enrol.Identity, lifetime time.Duratio
 		return nil, errs.E(op, fmt.Errorf("parse issued certificate: %w", err))
 	}
 	return cert, nil
+}
+
+// CheckCSR parses a DER-encoded CSR and reports, with kind errs.Invalid,
+// why Sign would refuse it (size, encoding, key type, signature). Call it
+// before spending anything on a request, such as a single-use enrolment
+// token: Sign then fails only for reasons unrelated to the CSR.
+func CheckCSR(csrDER []byte) (*x509.CertificateRequest, error) {
+	const op errs.Op = "pki.CheckCSR"
+	if len(csrDER) == 0 {
+		return nil, errs.E(op, errs.Invalid, "empty CSR")
+	}
+	if len(csrDER) > maxCSR {
+		return nil, errs.E(op, errs.Invalid, "CSR too large")
+	}
+	csr, err := x509.ParseCertificateRequest(csrDER)
+	if err != nil {
+		return nil, errs.E(op, errs.Invalid, "malformed CSR: not a DER PKCS#10 certificate request")
+	}
+	if err := checkCSRKey(csr); err != nil {
+		return nil, errs.E(op, errs.Invalid, err)
+	}
+	if err := csr.CheckSignature(); err != nil {
+		return nil, errs.E(op, errs.Invalid, "CSR signature does not verify (corrupted, or not signed by its own key)")
+	}
+	return csr, nil
 }
 
 func checkCSRKey(csr *x509.CertificateRequest) error {
