@@ -56,6 +56,7 @@ appended to a plain file with the same group-commit fsync policy (the disk's lim
 	f.IntVar(&cfg.Batch, "batch", 1000, "readings per batch")
 	f.IntVar(&cfg.Streams, "streams", 10, "streams per connector")
 	f.DurationVar(&cfg.Duration, "duration", 10*time.Second, "how long to offer load")
+	f.Float64Var(&cfg.Rate, "rate", 0, "offer this many readings/s in total (paced, open loop); 0 saturates")
 	f.StringVar(&cfg.Dir, "dir", "", "data directory (default: a temporary one, removed afterwards)")
 	f.StringVar(&cfg.PostgresDSN, "postgres-dsn", "", "run the hub on PostgreSQL at this DSN")
 	f.BoolVar(&asJSON, "json", false, "print one JSON line")
@@ -71,8 +72,11 @@ ingest: %d connectors x %d readings per batch, %d streams each, %.1f s, store %s
   throughput       %.0f readings/s
   batch latency    p50 %.1f ms, p99 %.1f ms
   disk             %.2f bytes per reading
-  baseline         %.0f readings/s (plain file, same group-commit fsync policy)
-  ratio            %.2f of baseline
+  baseline         %.0f readings/s: plain file, fdatasync after every batch (ratio %.2f)
+  grouped          %.0f readings/s: plain file, one fdatasync per group of pending batches (ratio %.2f)
 `, r.Connectors, r.Batch, r.Streams, r.DurationS, r.Store, r.Readings, r.StoredReadings, r.Errors,
-		r.ReadingsPerSec, r.P50BatchMS, r.P99BatchMS, r.DiskBytesPerReading, r.BaselinePerSec, r.RatioToBaseline)
+		r.ReadingsPerSec, r.P50BatchMS, r.P99BatchMS, r.DiskBytesPerReading, r.BaselinePerSec, r.RatioToBaseline, r.GroupedPerSec, r.RatioToGrouped)
+	if r.OfferedPerSec > 0 {
+		fmt.Fprintf(w, "  offered          %.0f readings/s (paced)\n", r.OfferedPerSec)
+	}
 }

@@ -295,10 +295,11 @@ func (a *Agent) flush() error {
 }
 
 func (a *Agent) sealLocked() error {
-	b := wire.Batch{Series: make([]wire.Series, 0, len(a.order))}
-	if _, err := rand.Read(b.ID[:]); err != nil {
+	id, err := wire.NewBatchID(time.Now(), rand.Reader)
+	if err != nil {
 		return err
 	}
+	b := wire.Batch{ID: id, Series: make([]wire.Series, 0, len(a.order))}
 	for _, k := range a.order {
 		b.Series = append(b.Series, wire.Series{Key: k, Readings: a.pending[k]})
 	}

@@ -11,7 +11,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -43,6 +42,10 @@ type IngestConfig struct {
 	Streams int
 	// Duration is how long load is offered. Default 10 s.
 	Duration time.Duration
+	// Rate, if positive, paces the connectors to offer this many readings
+	// per second in total (open loop); otherwise each sends its next batch
+	// as soon as the previous one is acknowledged (saturation).
+	Rate float64
 	// BaselineDuration is how long the plain-file baseline runs. Default
 	// min(Duration, 5 s).
 	BaselineDuration time.Duration
@@ -71,6 +74,9 @@ type IngestResult struct {
 	DiskBytesPerReading float64 `json:"disk_bytes_per_reading"`
 	BaselinePerSec      float64 `json:"baseline_readings_per_sec"`
 	RatioToBaseline     float64 `json:"ratio_to_baseline"`
+	GroupedPerSec       float64 `json:"baseline_grouped_readings_per_sec"`
+	RatioToGrouped      float64 `json:"ratio_to_grouped_baseline"`
+	OfferedPerSec       float64 `json:"offered_readings_per_sec,omitempty"`
 	Store               string  `json:"store"`
 }
 
@@ -186,6 +192,10 @@ func Ingest(ctx context.Context, cfg IngestConfig) (IngestResult, error) {
 		}
 	}
 	res.StoredReadings = stored
+	fmt.Fprintf(cfg.Progress, "compacting the landed blocks...\n")
+	if err := h.Compactor.Once(ctx); err != nil {
+		return res, err
+	}
 	if res.Store == "sqlite" {
 		if _, err := h.Store.DB().ExecContext(ctx, "PRAGMA wal_checkpoint(TRUNCATE)"); err != nil {
 			return res, err
@@ -195,8 +205,8 @@ func Ingest(ctx context.Context, cfg IngestConfig) (IngestResult, error) {
 		res.DiskBytesPerReading = float64(dbBytes(h)-before) / float64(stored)
 	}
 
-	fmt.Fprintf(cfg.Progress, "measuring the plain-file baseline for %s...\n", cfg.BaselineDuration)
-	base, err := Baseline(filepath.Join(dir, "baseline"), cfg.Connectors, cfg.Batch, cfg.BaselineDuration)
+	fmt.Fprintf(cfg.Progress, "measuring the plain-file baselines for %s each...\n", cfg.BaselineDuration)
+	base, err := BaselineDurable(filepath.Join(dir, "baseline"), cfg.Batch, cfg.BaselineDuration)
 	if err != nil {
 		return res, err
 	}
@@ -204,6 +214,15 @@ func Ingest(ctx context.Context, cfg IngestConfig) (IngestResult, error) {
 	if base > 0 {
 		res.RatioToBaseline = res.ReadingsPerSec / base
 	}
+	grouped, err := BaselineGrouped(filepath.Join(dir, "baseline"), cfg.Connectors, cfg.Batch, cfg.BaselineDuration)
+	if err != nil {
+		return res, err
+	}
+	res.GroupedPerSec = grouped
+	if grouped > 0 {
+		res.RatioToGrouped = res.ReadingsPerSec / grouped
+	}
+	res.OfferedPerSec = cfg.Rate
 	return res, nil
 }
 
@@ -215,22 +234,22 @@ func pct(sorted []time.Duration, p float64) float64 {
 	return float64(sorted[i].Microseconds()) / 1000
 }
 
-// dbBytes is the size of the hub's database files (SQLite) or of the
-// hub schema's relations (PostgreSQL).
+// dbBytes is the space the hub's database uses: the pages in use of the
+// SQLite file (free pages, left by the drained landing area, are reused by
+// later writes and not counted) or the size of the hub schema's relations
+// (PostgreSQL).
 func dbBytes(h *hub.Hub) int64 {
 	if h.Store.Dialect() == "postgres" {
 		var n int64
 		h.Store.DB().QueryRow(`SELECT COALESCE(SUM(pg_total_relation_size(c.oid)), 0) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'm')`).Scan(&n)
 		return n
 	}
-	var n int64
-	matches, _ := filepath.Glob(filepath.Join(filepath.Dir(h.CAFile()), "..", "hub.db*"))
-	for _, m := range matches {
-		if fi, err := os.Stat(m); err == nil {
-			n += fi.Size()
-		}
-	}
-	return n
+	var pages, free, size int64
+	db := h.Store.DB()
+	db.QueryRow("PRAGMA page_count").Scan(&pages)
+	db.QueryRow("PRAGMA freelist_count").Scan(&free)
+	db.QueryRow("PRAGMA page_size").Scan(&size)
+	return (pages - free) * size
 }
 
 type benchConn struct {
@@ -289,6 +308,7 @@ func provision(ctx context.Context, c *client.Client, h *hub.Hub, dir string, cf
 func (bc *benchConn) run(ctx context.Context, deadline time.Time, cfg IngestConfig, readings, errors *atomic.Int64) []time.Duration {
 	per := cfg.Batch / cfg.Streams
 	rng := mrand.New(mrand.NewPCG(bc.seed, 42))
+	ids := mrand.NewChaCha8([32]byte{byte(bc.seed), byte(bc.seed >> 8), 7})
 	values := make([]float64, len(bc.keys))
 	for i := range values {
 		values[i] = float64(200 + rng.IntN(2000))
@@ -300,7 +320,19 @@ func (bc *benchConn) run(ctx context.Context, deadline time.Time, cfg IngestConf
 	t := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli()
 	var lat []time.Duration
 	var body []byte
+	var every time.Duration // per connector, between batch starts
+	if cfg.Rate > 0 {
+		every = time.Duration(float64(time.Second) * float64(cfg.Batch) * float64(cfg.Connectors) / cfg.Rate)
+	}
+	// Spread the connectors' first sends over one period.
+	next := time.Now().Add(time.Duration(mrand.Int64N(int64(every) + 1)))
 	for time.Now().Before(deadline) && ctx.Err() == nil {
+		if every > 0 {
+			if d := time.Until(next); d > 0 {
+				time.Sleep(d)
+			}
+			next = next.Add(every)
+		}
 		for i := range b.Series {
 			rs := b.Series[i].Readings
 			for j := range rs {
@@ -309,9 +341,11 @@ func (bc *benchConn) run(ctx context.Context, deadline time.Time, cfg IngestConf
 			}
 		}
 		t += int64(per) * 1000
-		binary.LittleEndian.PutUint64(b.ID[:], rng.Uint64())
-		binary.LittleEndian.PutUint64(b.ID[8:], rng.Uint64())
 		var err error
+		if b.ID, err = wire.NewBatchID(time.Now(), ids); err != nil {
+			errors.Add(1)
+			return lat
+		}
 		body, err = wire.AppendBatch(body[:0], &b)
 		if err != nil {
 			errors.Add(1)

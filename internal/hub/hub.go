@@ -25,6 +25,7 @@ import (
 	"github.com/custos-iot/custos/internal/ingest"
 	"github.com/custos-iot/custos/internal/pki"
 	"github.com/custos-iot/custos/internal/registry"
+	"github.com/custos-iot/custos/internal/series"
 	"github.com/custos-iot/custos/internal/store"
 )
 
@@ -90,6 +91,7 @@ type Hub struct {
 	Store     *store.Store
 	Authority *pki.Authority
 	Ingest    *ingest.Service
+	Compactor *series.Compactor
 	api       *api.API
 
 	apiLn, devLn net.Listener
@@ -128,6 +130,7 @@ func New(ctx context.Context, cfg Config) (h *Hub, err error) {
 		return nil, err
 	}
 	h.Ingest = ingest.New(ingest.Config{Store: h.Store, Now: cfg.Now, Log: cfg.Log})
+	h.Compactor = &series.Compactor{Store: h.Store, Log: cfg.Log}
 
 	if h.apiLn, err = net.Listen("tcp", cfg.APIAddr); err != nil {
 		return nil, fmt.Errorf("hub: API listener: %w", err)
@@ -211,6 +214,12 @@ func (h *Hub) Run(ctx context.Context) error {
 		h.Ingest.Run(ingestCtx)
 		close(ingestDone)
 	}()
+	compactCtx, stopCompactor := context.WithCancel(context.Background())
+	compactDone := make(chan struct{})
+	go func() {
+		h.Compactor.Run(compactCtx)
+		close(compactDone)
+	}()
 
 	errLog := slog.NewLogLogger(h.cfg.Log.Handler(), slog.LevelDebug)
 	apiSrv := &http.Server{Handler: h.api.Handler(), TLSConfig: h.Authority.APITLSConfig(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: errLog}
@@ -231,6 +240,8 @@ func (h *Hub) Run(ctx context.Context) error {
 	devSrv.Shutdown(sctx)
 	stopIngest()
 	<-ingestDone
+	stopCompactor()
+	<-compactDone
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
 	}

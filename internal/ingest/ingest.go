@@ -182,7 +182,7 @@ func (s *Service) load(ctx context.Context, id Identity, st *connState) error {
 }
 
 // Accept decodes a request body of one or more wire batches from a
-// connector and stores them. It returns only when every batch is durable
+// connector and stores them (in the landing area, see store). It returns only when every batch is durable
 // (or was stored before). If any batch is malformed or names a stream the
 // connector may not write, nothing of the request is stored.
 func (s *Service) Accept(ctx context.Context, id Identity, body []byte) (Result, error) {
@@ -214,7 +214,9 @@ func (s *Service) Accept(ctx context.Context, id Identity, body []byte) (Result,
 			if !ok {
 				return Result{}, errs.E(op, errs.Forbidden, fmt.Sprintf("batch %s: stream %q is not a stream of this connector's devices", b.ID, sr.Key))
 			}
-			out.Chunks = appendChunks(out.Chunks, v, sr)
+			// The block aliases the request body, which stays alive until
+			// the commit; the compactor later re-cuts it by time bucket.
+			out.Chunks = append(out.Chunks, series.Chunk{Tenant: v.Tenant, Stream: v.ID, MinTime: sr.MinTime, MaxTime: sr.MaxTime, Count: len(sr.Readings), Data: sr.Block})
 		}
 	}
 	select {
@@ -241,31 +243,6 @@ func (s *Service) Accept(ctx context.Context, id Identity, body []byte) (Result,
 		}
 	}
 	return res, nil
-}
-
-// appendChunks turns one series into chunks: the received block as it is
-// when it spans at most series.MaxChunkSpanMS, otherwise re-encoded pieces.
-func appendChunks(dst []series.Chunk, v registry.Stream, sr *wire.Series) []series.Chunk {
-	mk := func(rs []wire.Reading, block []byte, lo, hi int64) series.Chunk {
-		return series.Chunk{Tenant: v.Tenant, Stream: v.ID, MinTime: lo, MaxTime: hi, Count: len(rs), Data: block}
-	}
-	if sr.MaxTime-sr.MinTime <= series.MaxChunkSpanMS {
-		// The block aliases the request body, which stays alive until commit.
-		return append(dst, mk(sr.Readings, sr.Block, sr.MinTime, sr.MaxTime))
-	}
-	// Rare (an agent sending a long backlog as one series): cut by time.
-	rs := append([]wire.Reading(nil), sr.Readings...)
-	sortByTime(rs)
-	for len(rs) > 0 {
-		end := 1
-		for end < len(rs) && rs[end].Time-rs[0].Time <= series.MaxChunkSpanMS {
-			end++
-		}
-		part := rs[:end]
-		dst = append(dst, mk(part, wire.AppendBlock(nil, part), part[0].Time, part[end-1].Time))
-		rs = rs[end:]
-	}
-	return dst
 }
 
 // Run commits pending batches in groups until ctx is done. Every request

@@ -8,6 +8,7 @@
 package series
 
 import (
+	"cmp"
 	"context"
 	"encoding/base64"
 	"encoding/binary"
@@ -77,46 +78,31 @@ type Page struct {
 	Next     string    `json:"next,omitempty"`
 }
 
-// position totally orders stored readings: by time, then chunk, then index.
-type position struct {
-	time  int64
-	chunk int64
-	index int32
+// cursor marks where a page ended: after the first skip readings at time.
+// It names readings by time and rank, not by storage location, so it stays
+// valid when the compactor moves readings between landing and chunks.
+type cursor struct {
+	time int64
+	skip int64
 }
 
-func (p position) less(q position) bool {
-	if p.time != q.time {
-		return p.time < q.time
-	}
-	if p.chunk != q.chunk {
-		return p.chunk < q.chunk
-	}
-	return p.index < q.index
-}
-
-func (p position) cursor() string {
-	var b [20]byte
-	binary.BigEndian.PutUint64(b[0:], uint64(p.time))
-	binary.BigEndian.PutUint64(b[8:], uint64(p.chunk))
-	binary.BigEndian.PutUint32(b[16:], uint32(p.index))
+func (c cursor) String() string {
+	var b [16]byte
+	binary.BigEndian.PutUint64(b[0:], uint64(c.time))
+	binary.BigEndian.PutUint64(b[8:], uint64(c.skip))
 	return base64.RawURLEncoding.EncodeToString(b[:])
 }
 
-func parseCursor(s string) (position, error) {
+func parseCursor(s string) (cursor, error) {
 	b, err := base64.RawURLEncoding.DecodeString(s)
-	if err != nil || len(b) != 20 {
-		return position{}, errs.E(errs.Invalid, "malformed cursor")
+	if err != nil || len(b) != 16 {
+		return cursor{}, errs.E(errs.Invalid, "malformed cursor")
 	}
-	return position{
-		time:  int64(binary.BigEndian.Uint64(b[0:])),
-		chunk: int64(binary.BigEndian.Uint64(b[8:])),
-		index: int32(binary.BigEndian.Uint32(b[16:])),
-	}, nil
-}
-
-type positioned struct {
-	pos position
-	r   wire.Reading
+	c := cursor{time: int64(binary.BigEndian.Uint64(b[0:])), skip: int64(binary.BigEndian.Uint64(b[8:]))}
+	if c.skip < 0 {
+		return cursor{}, errs.E(errs.Invalid, "malformed cursor")
+	}
+	return c, nil
 }
 
 // Read returns one page of q. A reading is returned exactly once across the
@@ -129,42 +115,41 @@ func Read(ctx context.Context, src ChunkSource, q Query) (Page, error) {
 	if q.To <= q.From {
 		return Page{}, errs.E(op, errs.Invalid, "the end of the range must be after its start")
 	}
-	after := position{time: q.From, chunk: -1, index: -1}
+	from, skip := q.From, int64(0)
 	if q.Cursor != "" {
-		p, err := parseCursor(q.Cursor)
+		c, err := parseCursor(q.Cursor)
 		if err != nil {
 			return Page{}, errs.E(op, err)
 		}
-		if p.time < q.From || p.time >= q.To {
+		if c.time < q.From || c.time >= q.To {
 			return Page{}, errs.E(op, errs.Invalid, "cursor does not belong to this range")
 		}
-		after = p
+		from, skip = c.time, c.skip
 	}
 
-	// Chunks arrive ordered by MinTime. Once more than Limit candidates are
-	// held and the next chunk starts after the latest of them, neither it
-	// nor any later chunk can change this page.
-	var got []positioned
+	// Chunks arrive ordered by MinTime. Once more than Limit+skip
+	// candidates are held and the next chunk starts after the latest of
+	// them, neither it nor any later chunk can change this page.
+	var got []wire.Reading
 	var buf []wire.Reading
 	var integrity error
 	latest := int64(-1 << 63)
-	err := src.StreamChunks(ctx, q.Tenant, q.Stream, after.time, q.To, func(c *Chunk) (bool, error) {
-		if len(got) > q.Limit && c.MinTime > latest {
+	need := q.Limit + int(skip)
+	err := src.StreamChunks(ctx, q.Tenant, q.Stream, from, q.To, func(c *Chunk) (bool, error) {
+		if len(got) > need && c.MinTime > latest {
 			return false, nil
 		}
 		var err error
 		buf, err = wire.DecodeBlock(c.Data, buf[:0])
 		if err != nil {
-			integrity = errs.E(op, errs.Integrity, fmt.Sprintf("chunk %d of stream %s cannot be decoded", c.ID, q.Stream))
+			integrity = errs.E(op, errs.Integrity, fmt.Sprintf("a chunk of stream %s cannot be decoded", q.Stream))
 			return false, nil
 		}
-		for i, r := range buf {
-			p := position{time: r.Time, chunk: c.ID, index: int32(i)}
-			if r.Time >= q.To || !after.less(p) {
-				continue
+		for _, r := range buf {
+			if r.Time >= from && r.Time < q.To {
+				got = append(got, r)
+				latest = max(latest, r.Time)
 			}
-			got = append(got, positioned{p, r})
-			latest = max(latest, r.Time)
 		}
 		return true, nil
 	})
@@ -174,22 +159,30 @@ func Read(ctx context.Context, src ChunkSource, q Query) (Page, error) {
 	if integrity != nil {
 		return Page{}, integrity
 	}
-	slices.SortFunc(got, func(a, b positioned) int {
-		switch {
-		case a.pos.less(b.pos):
-			return -1
-		case b.pos.less(a.pos):
-			return 1
-		}
-		return 0
-	})
+	// Stable: readings at the same time keep their storage order, which
+	// the compactor preserves.
+	slices.SortStableFunc(got, func(a, b wire.Reading) int { return cmp.Compare(a.Time, b.Time) })
+	// Skip the readings of the cursor's time that earlier pages returned.
+	start := 0
+	for start < len(got) && int64(start) < skip && got[start].Time == from {
+		start++
+	}
+	got = got[start:]
 	page := Page{Readings: make([]Reading, 0, min(len(got), q.Limit))}
-	for i, g := range got {
+	for i, r := range got {
 		if i == q.Limit {
-			page.Next = got[i-1].pos.cursor()
+			last := got[i-1].Time
+			n := int64(0)
+			for j := i - 1; j >= 0 && got[j].Time == last; j-- {
+				n++
+			}
+			if last == from {
+				n += skip
+			}
+			page.Next = cursor{last, n}.String()
 			break
 		}
-		page.Readings = append(page.Readings, Reading{Time: g.r.Time, Value: g.r.Value, Quality: g.r.Quality})
+		page.Readings = append(page.Readings, Reading{Time: r.Time, Value: r.Value, Quality: r.Quality})
 	}
 	return page, nil
 }

@@ -30,6 +30,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
+	"time"
 )
 
 // Limits. A decoder rejects input exceeding one of them with ErrTooLarge
@@ -198,4 +200,23 @@ func validSegment[T string | []byte](s T) bool {
 func keyByte(c byte) bool {
 	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
 		c == '.' || c == '_' || c == '-'
+}
+
+// NewBatchID returns a fresh batch ID: the first 6 bytes are the Unix
+// millisecond time (big-endian), the other 10 are random. The time prefix
+// keeps the hub's idempotency index append-mostly; uniqueness comes from
+// the 80 random bits. The hub never relies on the prefix being true.
+func NewBatchID(now time.Time, rand io.Reader) (BatchID, error) {
+	var id BatchID
+	ms := uint64(now.UnixMilli())
+	for i := range 6 {
+		id[i] = byte(ms >> (8 * (5 - i)))
+	}
+	if _, err := io.ReadFull(rand, id[6:]); err != nil {
+		return BatchID{}, fmt.Errorf("wire: batch ID: %w", err)
+	}
+	if id == (BatchID{}) {
+		id[15] = 1
+	}
+	return id, nil
 }

@@ -73,13 +73,28 @@ CREATE TABLE operator_tokens (
     expires_ms INTEGER NOT NULL DEFAULT 0,
     revoked_ms INTEGER NOT NULL DEFAULT 0
 );
+-- One row per batch ever stored: the idempotency record. Batch IDs start
+-- with a time prefix, so this index grows at its end.
 CREATE TABLE batches (
-    connector_id TEXT NOT NULL,
     batch_id     BLOB NOT NULL,
+    connector_id TEXT NOT NULL,
     received_ms  INTEGER NOT NULL,
     readings     INTEGER NOT NULL,
-    PRIMARY KEY (connector_id, batch_id)
+    PRIMARY KEY (batch_id, connector_id)
 ) WITHOUT ROWID;
+-- Landing: blocks as received, one row per stream of a batch, appended in
+-- arrival order without a per-stream index so that a commit touches few
+-- pages. The compactor moves them into chunks within seconds.
+CREATE TABLE landing (
+    id        INTEGER PRIMARY KEY,
+    tenant_id TEXT NOT NULL,
+    stream_id TEXT NOT NULL,
+    min_ms    INTEGER NOT NULL,
+    max_ms    INTEGER NOT NULL,
+    n         INTEGER NOT NULL,
+    data      BLOB NOT NULL
+);
+-- Chunks: a stream's readings per time bucket, written by the compactor.
 CREATE TABLE chunks (
     id        INTEGER PRIMARY KEY,
     tenant_id TEXT NOT NULL,
@@ -93,6 +108,7 @@ CREATE INDEX chunks_stream_time ON chunks(stream_id, min_ms);
 
 -- +goose Down
 DROP TABLE chunks;
+DROP TABLE landing;
 DROP TABLE batches;
 DROP TABLE operator_tokens;
 DROP TABLE certificates;
