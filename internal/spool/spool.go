@@ -302,12 +302,13 @@ func (s *Spool) recover() error {
 			}
 			// Cut the bad bytes off so that appends continue after the last
 			// valid record and a corrupt record is counted only once.
-			if err := f.Truncate(r.end); err == nil {
-				err = f.Sync()
+			terr := f.Truncate(r.end)
+			if terr == nil {
+				terr = f.Sync()
 			}
-			if err != nil {
+			if terr != nil {
 				f.Close()
-				return fmt.Errorf("spool: truncate segment %s: %w", segName(seq), err)
+				return fmt.Errorf("spool: truncate segment %s: %w", segName(seq), terr)
 			}
 		}
 		if newest {
