@@ -145,3 +145,80 @@ func checkExactlyOnce(t *testing.T, c *client.Client, ten registry.TenantID, st 
 		}
 	}
 }
+
+// TestRenewal: with short-lived certificates the agent renews at about two
+// thirds of the lifetime, using its current certificate, and keeps
+// streaming across renewals.
+func TestRenewal(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for several certificate lifetimes")
+	}
+	h, c := startHub(t, hub.Config{CertLifetime: 3 * time.Second})
+	ctx := context.Background()
+	ten, err := c.CreateTenant(ctx, "Renewing Coop")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hh, err := c.AddHousehold(ctx, ten.ID, "house-1", "Member")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := agent.New(ctx, agent.Config{
+		Hub: h.APIURL(), StateDir: t.TempDir(), EnrolToken: hh.Token,
+		Batch:      agent.BatchConfig{MaxDelay: sim.Duration(200 * time.Millisecond)},
+		Simulators: []sim.Config{{Household: "house-1", Interval: sim.Duration(100 * time.Millisecond)}},
+		Log:        quiet(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	actx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- a.Run(actx) }()
+	defer func() {
+		stop()
+		<-done
+	}()
+
+	expiry := func() time.Time {
+		cs, err := c.Connectors(ctx, ten.ID)
+		if err != nil || len(cs) != 1 {
+			t.Fatalf("connectors: %v %v", cs, err)
+		}
+		return cs[0].CertExpiry
+	}
+	first := expiry()
+	renewals := 0
+	last := first
+	deadline := time.Now().Add(15 * time.Second)
+	for renewals < 2 && time.Now().Before(deadline) {
+		time.Sleep(200 * time.Millisecond)
+		if e := expiry(); e.After(last) {
+			renewals++
+			last = e
+		}
+	}
+	if renewals < 2 {
+		t.Fatalf("certificate renewed %d times in 15 s with a 3 s lifetime, want at least 2", renewals)
+	}
+	// Still streaming after the renewals: readings newer than the last renewal arrive.
+	since := time.Now().UnixMilli()
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		rs, err := c.AllReadings(ctx, ten.ID, hh.Streams[1].ID, since, 1<<50)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rs) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no readings after the certificate renewals")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if st := a.Stats(); st.CertExpiry.Before(last.Add(-time.Second)) {
+		t.Errorf("agent holds a certificate expiring %v, hub issued one expiring %v", st.CertExpiry, last)
+	}
+}

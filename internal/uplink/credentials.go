@@ -41,6 +41,10 @@ type Credentials struct {
 	key   crypto.Signer
 	roots *x509.CertPool
 	cert  atomic.Pointer[tls.Certificate]
+	// received is when the current certificate arrived, by the local
+	// clock; renewal is planned from it, not from NotBefore, which the CA
+	// backdates to absorb clock skew.
+	received atomic.Int64
 	Enrolment
 }
 
@@ -141,6 +145,9 @@ func Load(dir string) (*Credentials, error) {
 	if err := c.setCert(certPEM); err != nil {
 		return nil, err
 	}
+	if fi, err := os.Stat(filepath.Join(dir, certFile)); err == nil {
+		c.received.Store(fi.ModTime().UnixMilli())
+	}
 	return c, nil
 }
 
@@ -154,6 +161,7 @@ func (c *Credentials) setCert(certPEM []byte) error {
 		return fmt.Errorf("credentials: certificate: %w", err)
 	}
 	c.cert.Store(&tls.Certificate{Certificate: [][]byte{leaf.Raw}, PrivateKey: c.key, Leaf: leaf})
+	c.received.Store(time.Now().UnixMilli())
 	return nil
 }
 
@@ -170,10 +178,15 @@ func (c *Credentials) TLSConfig(serverName string) *tls.Config {
 }
 
 // RenewAt is when the certificate should be renewed: after two thirds of
-// its lifetime.
+// the time between its arrival and its expiry, but not sooner than one
+// second after its arrival (no renewal storms with very short lifetimes).
 func (c *Credentials) RenewAt() time.Time {
 	l := c.cert.Load().Leaf
-	return l.NotBefore.Add(l.NotAfter.Sub(l.NotBefore) * 2 / 3)
+	got := time.UnixMilli(c.received.Load())
+	if got.IsZero() || got.After(l.NotAfter) || got.Before(l.NotBefore) {
+		got = l.NotBefore
+	}
+	return got.Add(max(l.NotAfter.Sub(got)*2/3, time.Second))
 }
 
 // Renew asks the hub for a new certificate for the same key, authenticating
