@@ -31,6 +31,8 @@ type Store interface {
 	ConnectorStreams(ctx context.Context, c registry.ConnectorID) ([]registry.Stream, error)
 	// Connector returns a connector, to check its status.
 	Connector(ctx context.Context, t registry.TenantID, c registry.ConnectorID) (registry.Connector, error)
+	// TouchConnector records when a connector was last seen (Unix ms).
+	TouchConnector(ctx context.Context, c registry.ConnectorID, seen int64) error
 }
 
 // Config configures a Service.
@@ -68,6 +70,7 @@ type connState struct {
 	status  registry.ConnectorStatus
 	streams map[string]registry.Stream
 	err     error
+	touched time.Time // when last-seen was last written
 }
 
 type commit struct {
@@ -234,6 +237,7 @@ func (s *Service) Accept(ctx context.Context, id Identity, body []byte) (Result,
 	if c.err != nil {
 		return Result{}, errs.E(op, errs.Unavailable, c.err)
 	}
+	s.touch(st, id)
 	res := Result{Batches: len(batches)}
 	for i, d := range c.dup {
 		if d {
@@ -243,6 +247,27 @@ func (s *Service) Accept(ctx context.Context, id Identity, body []byte) (Result,
 		}
 	}
 	return res, nil
+}
+
+// touchEvery bounds how often a connector's last-seen time is written.
+const touchEvery = 30 * time.Second
+
+// touch records, at most every touchEvery, that the connector delivered.
+func (s *Service) touch(st *connState, id Identity) {
+	now := s.cfg.Now()
+	st.mu.Lock()
+	stale := now.Sub(st.touched) >= touchEvery
+	if stale {
+		st.touched = now
+	}
+	st.mu.Unlock()
+	if stale {
+		go func() {
+			if err := s.cfg.Store.TouchConnector(context.Background(), id.Connector, now.UnixMilli()); err != nil {
+				s.cfg.Log.Debug("ingest: record last seen", "connector", id.Connector, "err", err)
+			}
+		}()
+	}
 }
 
 // Run commits pending batches in groups until ctx is done. Every request
