@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"strings"
+	"sync"
 
 	"github.com/custos-iot/custos/internal/registry"
 	"github.com/custos-iot/custos/internal/series"
@@ -20,6 +21,8 @@ const rowsPerInsert = 400
 // before is not stored again; dup[i] reports it. Either every
 // non-duplicate batch is stored or, on error, none is.
 func (s *Store) WriteBatches(ctx context.Context, received int64, bs []series.Batch) (dup []bool, err error) {
+	s.writer.lock(true)
+	defer s.writer.unlock()
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, err
@@ -133,7 +136,13 @@ func (s *Store) Compact(ctx context.Context, limit int, fn func(landed []series.
 		lock = " FOR UPDATE SKIP LOCKED"
 	}
 	// SQLite: read under a snapshot first, then take the write lock only
-	// for the short move, so ingest commits are not held up by decoding.
+	// for the short moves, so ingest commits are not held up by decoding.
+	// Two passes must not read the same snapshot (the second would find
+	// its blocks gone and fail), so passes of this process take turns.
+	if s.dialect != Postgres {
+		s.compacting.Lock()
+		defer s.compacting.Unlock()
+	}
 	var landed []series.Chunk
 	read := func(q interface {
 		QueryContext(context.Context, string, ...any) (*sql.Rows, error)
@@ -183,8 +192,11 @@ func (s *Store) Compact(ctx context.Context, limit int, fn func(landed []series.
 	return len(landed), s.moveInSteps(ctx, landed, out)
 }
 
-// compactStepRows bounds the landed rows moved per SQLite transaction.
-const compactStepRows = 1000
+// compactStepRows bounds the landed rows moved per SQLite transaction. An
+// ingest commit may wait for one step, so a step must be short: 250 rows
+// (with their replacement chunks) take a few milliseconds; 1,000 took
+// 5-45 ms on a busy 2-core machine.
+const compactStepRows = 250
 
 func (s *Store) moveInSteps(ctx context.Context, landed, out []series.Chunk) error {
 	type move struct{ in, out []series.Chunk }
@@ -213,19 +225,65 @@ func (s *Store) moveInSteps(ctx context.Context, landed, out []series.Chunk) err
 			n++
 		}
 		streams = streams[n:]
-		tx, err := s.db.BeginTx(ctx, nil)
-		if err != nil {
-			return err
-		}
-		if err := s.moveLanded(ctx, tx, in, repl); err != nil {
-			tx.Rollback()
-			return err
-		}
-		if err := tx.Commit(); err != nil {
+		if err := s.moveStep(ctx, in, repl); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// moveStep moves one step in its own transaction, taking the write lock
+// only when no ingest commit is waiting for it.
+func (s *Store) moveStep(ctx context.Context, in, repl []series.Chunk) error {
+	s.writer.lock(false)
+	defer s.writer.unlock()
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	if err := s.moveLanded(ctx, tx, in, repl); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// writeLock serializes this process's writes to the SQLite file in Go, so
+// that writers queue instead of polling SQLite's busy handler, which
+// sleeps 1, 2, 5, 10, 15… ms between attempts and lets a stream of short
+// compaction transactions starve an ingest commit for tens of
+// milliseconds. Urgent holders (ingest commits, which connectors wait
+// for) go before the others (compaction steps, which can wait).
+type writeLock struct {
+	mu     sync.Mutex
+	cond   sync.Cond
+	held   bool
+	urgent int // urgent holders waiting
+}
+
+func (w *writeLock) lock(urgent bool) {
+	w.mu.Lock()
+	if w.cond.L == nil {
+		w.cond.L = &w.mu
+	}
+	if urgent {
+		w.urgent++
+	}
+	for w.held || (!urgent && w.urgent > 0) {
+		w.cond.Wait()
+	}
+	if urgent {
+		w.urgent--
+	}
+	w.held = true
+	w.mu.Unlock()
+}
+
+func (w *writeLock) unlock() {
+	w.mu.Lock()
+	w.held = false
+	w.mu.Unlock()
+	w.cond.Broadcast()
 }
 
 // moveLanded inserts the replacement chunks and deletes exactly the landed

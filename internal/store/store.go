@@ -22,6 +22,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -62,6 +63,10 @@ type Store struct {
 	db      *sql.DB
 	dialect Dialect
 	now     func() time.Time
+	// writer orders the ingest and compaction transactions (see writeLock).
+	writer writeLock
+	// compacting serializes SQLite compaction passes.
+	compacting sync.Mutex
 }
 
 // Open opens (creating if needed) the database and applies pending migrations.
