@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"log/slog"
+	"math"
 	"slices"
 	"time"
 
@@ -16,8 +17,7 @@ import (
 const BucketMS = 3600_000
 
 // Compact turns landed blocks (in arrival order) into chunks: one per
-// stream and hour bucket, readings sorted by time, with readings of equal
-// time kept in arrival order. A block that cannot be decoded is carried
+// stream and hour bucket, readings in read order (see Before). A block that cannot be decoded is carried
 // over unchanged, so reads keep reporting it as an integrity error instead
 // of it disappearing.
 func Compact(landed []Chunk) []Chunk {
@@ -79,8 +79,8 @@ func Compact(landed []Chunk) []Chunk {
 		if len(rs) == 0 {
 			continue
 		}
-		if !slices.IsSortedFunc(rs, byTime) {
-			slices.SortStableFunc(rs, byTime)
+		if !slices.IsSortedFunc(rs, compareReadings) {
+			slices.SortFunc(rs, compareReadings)
 		}
 		out = append(out, Chunk{
 			Tenant: k.tenant, Stream: k.stream,
@@ -91,7 +91,21 @@ func Compact(landed []Chunk) []Chunk {
 	return out
 }
 
-func byTime(a, b wire.Reading) int { return cmp.Compare(a.Time, b.Time) }
+// compareReadings is the order in which readings are read: by time, then
+// readings of equal time by value bits and quality. A total order on
+// what a reading holds (not where it is stored) is what lets a cursor name
+// a reading by its rank among those of its time: the rank stays the same
+// when the compactor moves readings between landing and chunks while a
+// reader pages. Readings that compare equal are identical.
+func compareReadings(a, b wire.Reading) int {
+	if c := cmp.Compare(a.Time, b.Time); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(math.Float64bits(a.Value), math.Float64bits(b.Value)); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.Quality, b.Quality)
+}
 
 // carry keeps an undecodable block as it is.
 func carry(c Chunk) Chunk {

@@ -8,7 +8,6 @@
 package series
 
 import (
-	"cmp"
 	"context"
 	"encoding/base64"
 	"encoding/binary"
@@ -159,9 +158,10 @@ func Read(ctx context.Context, src ChunkSource, q Query) (Page, error) {
 	if integrity != nil {
 		return Page{}, integrity
 	}
-	// Stable: readings at the same time keep their storage order, which
-	// the compactor preserves.
-	slices.SortStableFunc(got, func(a, b wire.Reading) int { return cmp.Compare(a.Time, b.Time) })
+	// Readings of equal time are ordered by what they hold, not where they
+	// are stored, so a cursor's rank means the same on the next page even
+	// if the compactor moved them in between.
+	slices.SortFunc(got, compareReadings)
 	// Skip the readings of the cursor's time that earlier pages returned.
 	start := 0
 	for start < len(got) && int64(start) < skip && got[start].Time == from {
