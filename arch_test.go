@@ -66,7 +66,8 @@ func TestAgentStaysSmall(t *testing.T) {
 func TestLayering(t *testing.T) {
 	adapters := []string{"internal/store", "internal/api", "internal/hub", "internal/agent", "internal/client", "internal/bench"}
 	domain := []string{"internal/errs", "internal/registry", "internal/series", "internal/ingest", "internal/wire",
-		"internal/spool", "internal/enrol", "internal/pki", "internal/source", "internal/source/sim", "internal/uplink"}
+		"internal/spool", "internal/enrol", "internal/pki", "internal/source", "internal/source/sim", "internal/uplink",
+		"internal/rollup", "internal/seal"}
 	roots := map[string][]string{
 		mod + "internal/hub":   {mod + "cmd/custos", mod + "internal/bench"},
 		mod + "internal/agent": {mod + "cmd/custos", mod + "cmd/custos-agent"},
