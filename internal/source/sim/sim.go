@@ -137,19 +137,38 @@ func (s *Sim) Run(ctx context.Context, resume map[string]int64, emit source.Emit
 	if replay && s.cfg.Ticks > 0 {
 		end = s.cfg.Start.UnixMilli() + s.cfg.Ticks*iv
 	}
-	var pace *time.Ticker
+	// Replay is paced by deadlines, not a time.Ticker: a ticker faster
+	// than the timer resolution (about 1 ms on some systems) silently caps
+	// the rate, while a deadline lets ticks that are due go out at once.
+	var period time.Duration
+	var due time.Time
 	if replay && s.cfg.Rate > 0 {
-		pace = time.NewTicker(time.Duration(float64(time.Second) / s.cfg.Rate))
-		defer pace.Stop()
+		period = max(time.Duration(float64(time.Second)/s.cfg.Rate), 1)
+		due = time.Now()
 	}
 	buf := make([]source.Reading, len(s.streams))
 	for next < end {
 		switch {
-		case pace != nil:
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-pace.C:
+		case period > 0:
+			due = due.Add(period)
+			now := time.Now()
+			if wait := due.Sub(now); wait > 0 {
+				t := time.NewTimer(wait)
+				select {
+				case <-ctx.Done():
+					t.Stop()
+					return nil
+				case <-t.C:
+				}
+			} else {
+				if ctx.Err() != nil {
+					return nil
+				}
+				if wait < -100*time.Millisecond {
+					// Stalled (a slow disk): carry on at Rate rather
+					// than catch up in a burst.
+					due = now
+				}
 			}
 		case !replay:
 			wait := time.Until(time.UnixMilli(next))
