@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"path/filepath"
 	"testing"
 	"time"
@@ -220,5 +221,26 @@ func TestRenewal(t *testing.T) {
 	}
 	if st := a.Stats(); st.CertExpiry.Before(last.Add(-time.Second)) {
 		t.Errorf("agent holds a certificate expiring %v, hub issued one expiring %v", st.CertExpiry, last)
+	}
+}
+
+// TestNewFailsCleanly: a hub that cannot start says why (no panic) and
+// releases what it opened.
+func TestNewFailsCleanly(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	for _, cfg := range []hub.Config{
+		{APIAddr: busy.Addr().String(), DeviceAddr: "127.0.0.1:0"},
+		{APIAddr: "127.0.0.1:0", DeviceAddr: busy.Addr().String()},
+		{APIAddr: "127.0.0.1:0", DeviceAddr: "127.0.0.1:0", PostgresDSN: "postgres://nobody@127.0.0.1:1/none?connect_timeout=1"},
+	} {
+		cfg.DataDir, cfg.Log = t.TempDir(), quiet()
+		if h, err := hub.New(context.Background(), cfg); err == nil {
+			h.Close()
+			t.Errorf("hub.New(%+v) succeeded", cfg)
+		}
 	}
 }

@@ -102,12 +102,12 @@ type Hub struct {
 
 // New opens the store (applying migrations), loads or creates the CA and
 // opens the listeners. Call Run to serve and Close to release.
-func New(ctx context.Context, cfg Config) (h *Hub, err error) {
+func New(ctx context.Context, cfg Config) (_ *Hub, err error) {
 	cfg.setDefaults()
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("hub: data directory: %w", err)
 	}
-	h = &Hub{cfg: cfg}
+	h := &Hub{cfg: cfg}
 	defer func() {
 		if err != nil {
 			h.Close()

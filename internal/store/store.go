@@ -28,6 +28,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/pressly/goose/v3"
+	"github.com/pressly/goose/v3/lock"
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
 
 	"github.com/custos-iot/custos/internal/errs"
@@ -143,6 +144,10 @@ func openPostgres(ctx context.Context, cfg Config) (*sql.DB, error) {
 	}
 	boot := stdlib.OpenDB(*pc)
 	_, err = boot.ExecContext(ctx, "CREATE SCHEMA IF NOT EXISTS "+schema)
+	if isUnique(err) {
+		// Another replica created it at the same moment.
+		err = nil
+	}
 	boot.Close()
 	if err != nil {
 		return nil, errs.E(errs.Unavailable, fmt.Errorf("store: create schema %s: %w", schema, err))
@@ -166,7 +171,16 @@ func (s *Store) migrate(ctx context.Context) error {
 	if s.dialect == Postgres {
 		d = goose.DialectPostgres
 	}
-	p, err := goose.NewProvider(d, s.db, sub, goose.WithDisableGlobalRegistry(true))
+	opts := []goose.ProviderOption{goose.WithDisableGlobalRegistry(true)}
+	if s.dialect == Postgres {
+		// Replicas starting together take turns (an advisory lock).
+		locker, err := lock.NewPostgresSessionLocker()
+		if err != nil {
+			return err
+		}
+		opts = append(opts, goose.WithSessionLocker(locker))
+	}
+	p, err := goose.NewProvider(d, s.db, sub, opts...)
 	if err != nil {
 		return fmt.Errorf("store: migrations: %w", err)
 	}

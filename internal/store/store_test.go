@@ -277,3 +277,24 @@ func testReopen(t *testing.T, backend string) {
 		s.Close()
 	}
 }
+
+// TestPostgresReplicasStartTogether: replicas starting at the same moment
+// on an empty schema migrate it once, without errors.
+func TestPostgresReplicasStartTogether(t *testing.T) {
+	dsn, schema := testenv.Postgres(t)
+	errc := make(chan error, 3)
+	for range 3 {
+		go func() {
+			s, err := store.Open(context.Background(), store.Config{DSN: dsn, Schema: schema})
+			if err == nil {
+				s.Close()
+			}
+			errc <- err
+		}()
+	}
+	for range 3 {
+		if err := <-errc; err != nil {
+			t.Error(err)
+		}
+	}
+}

@@ -116,7 +116,7 @@ func TestValueMode(t *testing.T) {
 		want byte // modeXOR, or a scaled mode; anyOrder accepts either
 	}{
 		{"household watts", household(r, 100, t0), modeDelta}, // exponent 0
-		{"steady counter", steady, modeDoD}, // exponent 0
+		{"steady counter", steady, modeDoD},                   // exponent 0
 		{"0.1 V", voltage(r, 100, t0), anyOrder | 1},
 		{"0.001 kWh", []Reading{{Value: 1.001}, {Value: 1.002}, {Value: 1.5}}, anyOrder | 3},
 		{"1e-9", []Reading{{Value: 1e-9}}, anyOrder | 9},
