@@ -221,6 +221,8 @@ func (h *Hub) Run(ctx context.Context) error {
 		close(compactDone)
 	}()
 
+	go h.refreshServerCert(compactCtx)
+
 	errLog := slog.NewLogLogger(h.cfg.Log.Handler(), slog.LevelDebug)
 	apiSrv := &http.Server{Handler: h.api.Handler(), TLSConfig: h.Authority.APITLSConfig(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: errLog}
 	devSrv := &http.Server{Handler: h.api.DeviceHandler(), TLSConfig: h.Authority.DeviceTLSConfig(h.api.CheckConnector), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, ErrorLog: errLog}
@@ -246,6 +248,23 @@ func (h *Hub) Run(ctx context.Context) error {
 		err = nil
 	}
 	return err
+}
+
+// refreshServerCert renews the hub's server certificate in place when it
+// is due, so a hub that runs for months never presents an expired one.
+func (h *Hub) refreshServerCert(ctx context.Context) {
+	t := time.NewTicker(6 * time.Hour)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if err := h.Authority.RefreshServer(); err != nil {
+			h.cfg.Log.Error("hub: renewing the server certificate failed; will retry", "err", err)
+		}
+	}
 }
 
 // Close releases the listeners and the store.

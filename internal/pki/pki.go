@@ -27,6 +27,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/custos-iot/custos/internal/enrol"
@@ -67,8 +68,8 @@ type Config struct {
 	Rand io.Reader
 }
 
-// Authority is the hub's device CA. It is immutable after Open and safe for
-// concurrent use.
+// Authority is the hub's device CA. It is safe for concurrent use; only
+// the server certificate changes after Open (see RefreshServer).
 type Authority struct {
 	dir    string
 	now    func() time.Time
@@ -78,7 +79,9 @@ type Authority struct {
 	caPEM  []byte
 	fp     enrol.Fingerprint
 	pool   *x509.CertPool
-	server *tls.Certificate
+	server atomic.Pointer[tls.Certificate]
+	dns    []string
+	ips    []net.IP
 }
 
 // Open loads the CA from cfg.Dir, creating it on first start (ECDSA P-256,
@@ -88,8 +91,8 @@ type Authority struct {
 //
 // Key files are created 0600, atomically and exclusively: two Opens racing on
 // an empty directory end up with the same CA. An existing key file readable
-// by group or others is refused. The server certificate is checked only
-// here: a long-running hub must call Open again (or restart) within 60 days.
+// by group or others is refused. A long-running hub calls RefreshServer
+// periodically to renew the server certificate in place.
 func Open(cfg Config) (*Authority, error) {
 	const op errs.Op = "pki.Open"
 	if cfg.Dir == "" {
@@ -116,10 +119,21 @@ func Open(cfg Config) (*Authority, error) {
 	if err := a.loadOrCreateCA(); err != nil {
 		return nil, errs.E(op, err)
 	}
+	a.dns, a.ips = dnsNames, ips
 	if err := a.loadOrIssueServer(dnsNames, ips); err != nil {
 		return nil, errs.E(op, err)
 	}
 	return a, nil
+}
+
+// RefreshServer reissues the server certificate if it is due (under a
+// third of its lifetime left). TLS configurations from this Authority
+// present the new certificate on their next handshake.
+func (a *Authority) RefreshServer() error {
+	if err := a.loadOrIssueServer(a.dns, a.ips); err != nil {
+		return errs.E(errs.Op("pki.RefreshServer"), err)
+	}
+	return nil
 }
 
 func (a *Authority) path(name string) string { return filepath.Join(a.dir, name) }
@@ -211,11 +225,11 @@ func (a *Authority) loadOrIssueServer(dnsNames []string, ips []net.IP) error {
 			return fmt.Errorf("parse new server certificate: %w", err)
 		}
 	}
-	a.server = &tls.Certificate{
+	a.server.Store(&tls.Certificate{
 		Certificate: [][]byte{cert.Raw, a.ca.Raw},
 		PrivateKey:  key,
 		Leaf:        cert,
-	}
+	})
 	return nil
 }
 
@@ -284,7 +298,7 @@ func (a *Authority) Pool() *x509.CertPool { return a.pool.Clone() }
 
 // ServerCertificate returns the hub's TLS server certificate with its chain
 // (leaf, CA). Callers must not modify it.
-func (a *Authority) ServerCertificate() *tls.Certificate { return a.server }
+func (a *Authority) ServerCertificate() *tls.Certificate { return a.server.Load() }
 
 // parseNames splits names into DNS names and IP addresses, in canonical
 // form (lower case, no trailing dot).

@@ -374,3 +374,36 @@ func TestSignErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestRefreshServer: a long-running Authority renews its server
+// certificate in place, and its TLS configurations serve the new one.
+func TestRefreshServer(t *testing.T) {
+	t0 := now0()
+	now := t0
+	cfg := testConfig(t, t.TempDir(), t0)
+	cfg.Now = func() time.Time { return now }
+	a := mustOpen(t, cfg)
+	first := a.ServerCertificate().Leaf
+	if err := a.RefreshServer(); err != nil {
+		t.Fatal(err)
+	}
+	if a.ServerCertificate().Leaf.SerialNumber.Cmp(first.SerialNumber) != 0 {
+		t.Fatal("RefreshServer reissued a fresh certificate")
+	}
+	now = t0.Add(61 * 24 * time.Hour)
+	if err := a.RefreshServer(); err != nil {
+		t.Fatal(err)
+	}
+	second := a.ServerCertificate().Leaf
+	if !second.NotAfter.After(first.NotAfter) {
+		t.Fatalf("RefreshServer kept a certificate expiring %v at %v", second.NotAfter, now)
+	}
+	for name, get := range map[string]func() *x509.Certificate{
+		"api":    func() *x509.Certificate { c, _ := a.APITLSConfig().GetCertificate(nil); return c.Leaf },
+		"device": func() *x509.Certificate { c, _ := a.DeviceTLSConfig(nil).GetCertificate(nil); return c.Leaf },
+	} {
+		if got := get(); got.SerialNumber.Cmp(second.SerialNumber) != 0 {
+			t.Errorf("%s TLS config serves the old certificate", name)
+		}
+	}
+}

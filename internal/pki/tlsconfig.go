@@ -16,11 +16,11 @@ import (
 // error (e.g. a revoked connector). The hook runs on resumed sessions too.
 func (a *Authority) DeviceTLSConfig(check func(enrol.Identity, *x509.Certificate) error) *tls.Config {
 	return &tls.Config{
-		MinVersion:   tls.VersionTLS13,
-		Certificates: []tls.Certificate{*a.server},
-		ClientAuth:   tls.RequireAndVerifyClientCert,
-		ClientCAs:    a.Pool(),
-		Time:         a.now,
+		MinVersion:     tls.VersionTLS13,
+		GetCertificate: a.serverCertificate,
+		ClientAuth:     tls.RequireAndVerifyClientCert,
+		ClientCAs:      a.Pool(),
+		Time:           a.now,
 		VerifyConnection: func(cs tls.ConnectionState) error {
 			const op errs.Op = "pki.DeviceTLS"
 			if len(cs.PeerCertificates) == 0 {
@@ -47,8 +47,12 @@ func (a *Authority) DeviceTLSConfig(check func(enrol.Identity, *x509.Certificate
 // certificates.
 func (a *Authority) APITLSConfig() *tls.Config {
 	return &tls.Config{
-		MinVersion:   tls.VersionTLS12,
-		Certificates: []tls.Certificate{*a.server},
-		Time:         a.now,
+		MinVersion:     tls.VersionTLS12,
+		GetCertificate: a.serverCertificate,
+		Time:           a.now,
 	}
+}
+
+func (a *Authority) serverCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	return a.server.Load(), nil
 }
