@@ -1,6 +1,12 @@
 package api
 
-import "net/http"
+import (
+	"context"
+	"net/http"
+	"time"
+
+	"github.com/custos-iot/custos/internal/errs"
+)
 
 // Handler serves the operator API and enrolment.
 func (a *API) Handler() http.Handler {
@@ -55,7 +61,13 @@ func (a *API) DeviceHandler() http.Handler {
 	return mux
 }
 
+// health answers ok only when the database answers.
 func (a *API) health(w http.ResponseWriter, r *http.Request) error {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if err := a.cfg.Store.DB().PingContext(ctx); err != nil {
+		return errs.E(errs.Unavailable, err)
+	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	return nil
 }
