@@ -45,11 +45,14 @@ func newRoot() *cobra.Command {
 		SilenceErrors: true,
 	}
 	g := &globals{}
-	root.PersistentFlags().StringVar(&g.hub, "hub", envOr("CUSTOS_HUB", "https://127.0.0.1:8443"), "hub API URL (env CUSTOS_HUB)")
-	root.PersistentFlags().StringVar(&g.ca, "ca", envOr("CUSTOS_CA", "custos-data/ca/ca.pem"), "hub CA certificate file (env CUSTOS_CA)")
-	root.PersistentFlags().BoolVar(&g.json, "json", false, "print JSON")
 	root.AddCommand(newServe(), newDemo(), newBench())
-	root.AddCommand(operatorCommands(g)...)
+	// The client flags belong to the commands that talk to a running hub.
+	for _, c := range operatorCommands(g) {
+		c.PersistentFlags().StringVar(&g.hub, "hub", envOr("CUSTOS_HUB", "https://127.0.0.1:8443"), "hub API URL (env CUSTOS_HUB)")
+		c.PersistentFlags().StringVar(&g.ca, "ca", envOr("CUSTOS_CA", "custos-data/ca/ca.pem"), "hub CA certificate file (env CUSTOS_CA)")
+		c.PersistentFlags().BoolVar(&g.json, "json", false, "print JSON")
+		root.AddCommand(c)
+	}
 	return root
 }
 

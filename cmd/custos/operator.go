@@ -117,8 +117,25 @@ func operatorCommands(g *globals) []*cobra.Command {
 			return g.show(cmd.OutOrStdout(), v, []string{"ID", "NAME"}, func(int) []string { return []string{string(v.ID), v.Name} }, 1)
 		},
 	}
+	sl := &cobra.Command{
+		Use: "list", Short: "List data subjects", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			var vs []registry.Subject
+			if err := c.Do(cmd.Context(), "GET", "/v1/tenants/"+tenant+"/subjects", nil, &vs); err != nil {
+				return err
+			}
+			return g.show(cmd.OutOrStdout(), vs, []string{"ID", "NAME", "CREATED"}, func(i int) []string {
+				return []string{string(vs[i].ID), vs[i].Name, when(vs[i].Created)}
+			}, len(vs))
+		},
+	}
 	tenantFlag(sc)
-	subjectCmd.AddCommand(sc)
+	tenantFlag(sl)
+	subjectCmd.AddCommand(sc, sl)
 
 	var subject string
 	siteCmd := &cobra.Command{Use: "site", Short: "Manage sites (homes, halls)"}
@@ -139,7 +156,24 @@ func operatorCommands(g *globals) []*cobra.Command {
 	tenantFlag(stc)
 	stc.Flags().StringVar(&subject, "subject", "", "subject ID")
 	stc.MarkFlagRequired("subject")
-	siteCmd.AddCommand(stc)
+	stl := &cobra.Command{
+		Use: "list", Short: "List sites", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			var vs []registry.Site
+			if err := c.Do(cmd.Context(), "GET", "/v1/tenants/"+tenant+"/sites", nil, &vs); err != nil {
+				return err
+			}
+			return g.show(cmd.OutOrStdout(), vs, []string{"ID", "NAME", "SUBJECT"}, func(i int) []string {
+				return []string{string(vs[i].ID), vs[i].Name, string(vs[i].Subject)}
+			}, len(vs))
+		},
+	}
+	tenantFlag(stl)
+	siteCmd.AddCommand(stc, stl)
 
 	connCmd := &cobra.Command{Use: "connector", Short: "Manage connectors (edge agents)"}
 	add := &cobra.Command{
@@ -229,7 +263,24 @@ func operatorCommands(g *globals) []*cobra.Command {
 	dadd.Flags().StringVar(&connector, "connector", "", "connector ID")
 	dadd.MarkFlagRequired("site")
 	dadd.MarkFlagRequired("connector")
-	devCmd.AddCommand(dadd)
+	dlist := &cobra.Command{
+		Use: "list", Short: "List devices", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			var vs []registry.Device
+			if err := c.Do(cmd.Context(), "GET", "/v1/tenants/"+tenant+"/devices", nil, &vs); err != nil {
+				return err
+			}
+			return g.show(cmd.OutOrStdout(), vs, []string{"ID", "NAME", "SITE", "CONNECTOR"}, func(i int) []string {
+				return []string{string(vs[i].ID), vs[i].Name, string(vs[i].Site), string(vs[i].Connector)}
+			}, len(vs))
+		},
+	}
+	tenantFlag(dlist)
+	devCmd.AddCommand(dadd, dlist)
 
 	var device, metric, category, unit string
 	streamCmd := &cobra.Command{Use: "stream", Short: "Manage streams"}

@@ -1,0 +1,119 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+
+	"github.com/custos-iot/custos/internal/hub"
+)
+
+// cli runs the custos command in-process with args and returns its output.
+func cli(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	root := newRoot()
+	var out bytes.Buffer
+	root.SetOut(&out)
+	root.SetErr(&out)
+	root.SetArgs(args)
+	err := root.ExecuteContext(context.Background())
+	return out.String(), err
+}
+
+func mustCLI(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := cli(t, args...)
+	if err != nil {
+		t.Fatalf("custos %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+func jsonField(t *testing.T, out, field string) string {
+	t.Helper()
+	var v map[string]any
+	if err := json.Unmarshal([]byte(out), &v); err != nil {
+		t.Fatalf("not JSON: %q", out)
+	}
+	s, _ := v[field].(string)
+	return s
+}
+
+// TestOperatorCLI walks the registry through the CLI against a real hub:
+// tenant, subject, site, connector (with its enrolment token), device,
+// stream, lists, revocation, and the errors a user sees.
+func TestOperatorCLI(t *testing.T) {
+	h, err := hub.New(context.Background(), hub.Config{DataDir: t.TempDir(), APIAddr: "127.0.0.1:0", DeviceAddr: "127.0.0.1:0",
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- h.Run(ctx) }()
+	defer func() { cancel(); <-done; h.Close() }()
+	t.Setenv("CUSTOS_HUB", h.APIURL())
+	t.Setenv("CUSTOS_CA", h.CAFile())
+
+	t.Setenv("CUSTOS_TOKEN", "")
+	if _, err := cli(t, "tenant", "list"); err == nil || !strings.Contains(err.Error(), "CUSTOS_TOKEN") {
+		t.Fatalf("without a token: %v", err)
+	}
+	t.Setenv("CUSTOS_TOKEN", "cop_wrong")
+	if _, err := cli(t, "tenant", "list"); err == nil || !strings.Contains(err.Error(), "unknown operator token") {
+		t.Fatalf("wrong token: %v", err)
+	}
+	t.Setenv("CUSTOS_TOKEN", h.InitialToken)
+
+	ten := jsonField(t, mustCLI(t, "tenant", "create", "CLI Coop", "--json"), "id")
+	t.Setenv("CUSTOS_TENANT", ten)
+	sub := jsonField(t, mustCLI(t, "subject", "create", "Member One", "--json"), "id")
+	site := jsonField(t, mustCLI(t, "site", "create", "home-1", "--subject", sub, "--json"), "id")
+	out := mustCLI(t, "connector", "add", "gw-1")
+	if !strings.Contains(out, "cet1_") || !strings.Contains(out, "single use") {
+		t.Fatalf("connector add prints no enrolment token:\n%s", out)
+	}
+	var offer struct {
+		Connector struct{ ID string } `json:"connector"`
+	}
+	json.Unmarshal([]byte(mustCLI(t, "connector", "token", strings.Fields(out)[1], "--json")), &offer)
+	if offer.Connector.ID == "" {
+		t.Fatalf("connector token --json: no connector")
+	}
+	dev := jsonField(t, mustCLI(t, "device", "add", "meter-1", "--site", site, "--connector", offer.Connector.ID, "--json"), "id")
+	mustCLI(t, "stream", "add", "--device", dev, "--metric", "import_power_w", "--category", "energy.consumption", "--unit", "W")
+	for _, list := range [][]string{{"tenant", "list"}, {"subject", "list"}, {"site", "list"}, {"connector", "list"}, {"device", "list"}, {"stream", "list"}} {
+		out := mustCLI(t, list...)
+		if len(strings.Split(strings.TrimSpace(out), "\n")) < 2 {
+			t.Errorf("%v lists nothing:\n%s", list, out)
+		}
+	}
+	if out := mustCLI(t, "stream", "list"); !strings.Contains(out, "meter-1/import_power_w") {
+		t.Errorf("stream list lacks the key:\n%s", out)
+	}
+	if out := mustCLI(t, "connector", "revoke", offer.Connector.ID); !strings.Contains(out, "revoked") {
+		t.Errorf("revoke:\n%s", out)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"stream", "add", "--device", dev, "--metric", "x", "--category", "gossip"}, "unknown data category"},
+		{[]string{"connector", "token", offer.Connector.ID}, "connector is revoked"},
+		{[]string{"read", "str_nope"}, "stream not found"},
+		{[]string{"read", "str_nope", "--from", "yesterday"}, "--from must be RFC 3339"},
+		{[]string{"device", "add", "Bad Name", "--site", site, "--connector", offer.Connector.ID}, "device name must be"},
+	} {
+		if _, err := cli(t, tc.args...); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("custos %s: got %v, want an error saying %q", strings.Join(tc.args, " "), err, tc.want)
+		}
+	}
+	t.Setenv("CUSTOS_TENANT", "")
+	if _, err := cli(t, "stream", "list"); err == nil || !strings.Contains(err.Error(), "--tenant") {
+		t.Errorf("without a tenant: %v", err)
+	}
+}
