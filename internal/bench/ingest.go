@@ -143,8 +143,6 @@ func Ingest(ctx context.Context, cfg IngestConfig) (IngestResult, error) {
 	if err != nil {
 		return res, err
 	}
-	before := dbBytes(h)
-
 	// Warm up: every connector completes its TLS handshake and one batch
 	// before the clock starts, so handshakes do not count as batch latency.
 	var warm sync.WaitGroup
@@ -156,7 +154,10 @@ func Ingest(ctx context.Context, cfg IngestConfig) (IngestResult, error) {
 		}()
 	}
 	warm.Wait()
-	before = dbBytes(h)
+	if err := h.Compactor.Once(ctx); err != nil {
+		return res, err
+	}
+	before := dbBytes(h)
 	warmed, err := storedReadings(ctx, h, conns)
 	if err != nil {
 		return res, err
