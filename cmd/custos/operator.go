@@ -103,14 +103,15 @@ func operatorCommands(g *globals) []*cobra.Command {
 	})
 
 	subjectCmd := &cobra.Command{Use: "subject", Short: "Manage data subjects"}
+	var email, address string
 	sc := &cobra.Command{
-		Use: "create NAME", Short: "Create a data subject", Args: cobra.ExactArgs(1),
+		Use: "create NAME", Short: "Create a data subject (with their own key; personal fields are stored sealed)", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := g.client()
 			if err != nil {
 				return err
 			}
-			v, err := c.CreateSubject(cmd.Context(), tid(), args[0])
+			v, err := c.CreateSubjectProfile(cmd.Context(), tid(), registry.Profile{Name: args[0], Email: email, Address: address})
 			if err != nil {
 				return err
 			}
@@ -128,14 +129,61 @@ func operatorCommands(g *globals) []*cobra.Command {
 			if err := c.Do(cmd.Context(), "GET", "/v1/tenants/"+tenant+"/subjects", nil, &vs); err != nil {
 				return err
 			}
-			return g.show(cmd.OutOrStdout(), vs, []string{"ID", "NAME", "CREATED"}, func(i int) []string {
-				return []string{string(vs[i].ID), vs[i].Name, when(vs[i].Created)}
+			return g.show(cmd.OutOrStdout(), vs, []string{"ID", "NAME", "EMAIL", "CREATED"}, func(i int) []string {
+				return []string{string(vs[i].ID), vs[i].Name, vs[i].Email, when(vs[i].Created)}
 			}, len(vs))
 		},
 	}
-	tenantFlag(sc)
-	tenantFlag(sl)
-	subjectCmd.AddCommand(sc, sl)
+	sc.Flags().StringVar(&email, "email", "", "e-mail address")
+	sc.Flags().StringVar(&address, "address", "", "postal address")
+	erase := &cobra.Command{
+		Use:   "erase SUBJECT",
+		Short: "Erase a data subject: destroy their key, remove them, record evidence",
+		Long: `Erase a data subject by crypto-shredding: their key is destroyed first, so every copy of
+their data (readings, aggregates, profile), including copies in backups of the data
+store, is unreadable from that moment. Then they leave the registry with their sites,
+devices and streams, and the hub records evidence of what was erased and when. The
+sealed rows themselves are deleted in the background; 'custos subject erasures' shows
+when that finished.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			e, err := c.EraseSubject(cmd.Context(), tid(), registry.SubjectID(args[0]))
+			if err != nil {
+				return err
+			}
+			if g.json {
+				return json.NewEncoder(cmd.OutOrStdout()).Encode(e)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "subject %s erased: key destroyed %s; %d streams removed; sealed rows are being purged\n",
+				e.Subject, when(e.KeyDestroyed), len(e.Streams))
+			return nil
+		},
+	}
+	erasures := &cobra.Command{
+		Use: "erasures", Short: "List erasure evidence", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			es, err := c.Erasures(cmd.Context(), tid())
+			if err != nil {
+				return err
+			}
+			return g.show(cmd.OutOrStdout(), es, []string{"SUBJECT", "REQUESTED", "KEY DESTROYED", "PURGED", "STREAMS"}, func(i int) []string {
+				e := es[i]
+				return []string{string(e.Subject), when(e.Requested), when(e.KeyDestroyed), when(e.Purged), fmt.Sprint(len(e.Streams))}
+			}, len(es))
+		},
+	}
+	for _, c := range []*cobra.Command{sc, sl, erase, erasures} {
+		tenantFlag(c)
+	}
+	subjectCmd.AddCommand(sc, sl, erase, erasures)
 
 	var subject string
 	siteCmd := &cobra.Command{Use: "site", Short: "Manage sites (homes, halls)"}
@@ -328,7 +376,7 @@ func operatorCommands(g *globals) []*cobra.Command {
 	streamCmd.AddCommand(sadd, slist)
 
 	var since time.Duration
-	var from, to string
+	var from, to, resolution string
 	var limit int
 	read := &cobra.Command{
 		Use: "read STREAM", Short: "Read a stream's readings (default: the last 5 minutes)", Args: cobra.ExactArgs(1),
@@ -353,6 +401,21 @@ func operatorCommands(g *globals) []*cobra.Command {
 				}
 				hi = t.UnixMilli()
 			}
+			if resolution != "" && resolution != "raw" {
+				b, err := c.Aggregates(cmd.Context(), tid(), registry.StreamID(args[0]), resolution, lo, hi)
+				if err != nil {
+					return err
+				}
+				if g.json {
+					return json.NewEncoder(cmd.OutOrStdout()).Encode(b)
+				}
+				w := cmd.OutOrStdout()
+				fmt.Fprintf(w, "%s (%s) at %s: %d buckets\n", b.Key, b.Unit, b.Resolution, len(b.Buckets))
+				for _, x := range b.Buckets {
+					fmt.Fprintf(w, "%s  n=%d mean=%.6g min=%g max=%g sum=%g delta=%g\n", time.UnixMilli(x.T).UTC().Format(time.RFC3339), x.Count, x.Mean, x.Min, x.Max, x.Sum, x.Delta)
+				}
+				return nil
+			}
 			p, err := c.Readings(cmd.Context(), tid(), registry.StreamID(args[0]), lo, hi, limit, "")
 			if err != nil {
 				return err
@@ -376,8 +439,27 @@ func operatorCommands(g *globals) []*cobra.Command {
 	read.Flags().StringVar(&from, "from", "", "start (RFC 3339), instead of --since")
 	read.Flags().StringVar(&to, "to", "", "end (RFC 3339, exclusive)")
 	read.Flags().IntVar(&limit, "limit", 1000, "at most this many readings")
+	read.Flags().StringVar(&resolution, "resolution", "raw", "raw, or aggregates at 15m, 1h, 1d or 1mo")
 
-	return []*cobra.Command{tenantCmd, subjectCmd, siteCmd, connCmd, devCmd, streamCmd, read}
+	keysCmd := &cobra.Command{Use: "keys", Short: "Key management"}
+	keysCmd.AddCommand(&cobra.Command{
+		Use: "status", Short: "Show the key store: subjects, KEK versions, rolls in progress", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			var st map[string]any
+			if err := c.Do(cmd.Context(), "GET", "/v1/keys", nil, &st); err != nil {
+				return err
+			}
+			enc := json.NewEncoder(cmd.OutOrStdout())
+			enc.SetIndent("", "  ")
+			return enc.Encode(st)
+		},
+	})
+
+	return []*cobra.Command{tenantCmd, subjectCmd, siteCmd, connCmd, devCmd, streamCmd, read, keysCmd}
 }
 
 func printOffer(g *globals, w io.Writer, id registry.ConnectorID, token string, exp time.Time, v any) error {

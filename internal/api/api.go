@@ -23,6 +23,8 @@ import (
 	"github.com/custos-iot/custos/internal/errs"
 	"github.com/custos-iot/custos/internal/ingest"
 	"github.com/custos-iot/custos/internal/pki"
+	"github.com/custos-iot/custos/internal/seal"
+	"github.com/custos-iot/custos/internal/series"
 	"github.com/custos-iot/custos/internal/store"
 )
 
@@ -34,6 +36,13 @@ type Config struct {
 	Authority *pki.Authority
 	// Ingest accepts batches. Must be non-nil.
 	Ingest *ingest.Service
+	// Keys holds every data subject's key. Must be non-nil.
+	Keys *seal.Keys
+	// Sealer seals and opens stored data; normally Keys. Must be non-nil.
+	Sealer series.Sealer
+	// Purge is called after an erasure so the subject's sealed rows are
+	// deleted in the background. Optional.
+	Purge func()
 	// DeviceURL is the device endpoint's address as connectors reach it,
 	// handed to connectors at enrolment. Optional.
 	DeviceURL string

@@ -1,6 +1,8 @@
 package api
 
 import (
+	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -10,7 +12,9 @@ import (
 	"github.com/custos-iot/custos/internal/enrol"
 	"github.com/custos-iot/custos/internal/errs"
 	"github.com/custos-iot/custos/internal/registry"
+	"github.com/custos-iot/custos/internal/rollup"
 	"github.com/custos-iot/custos/internal/series"
+	"github.com/custos-iot/custos/internal/store"
 )
 
 func (a *API) newID(prefix string) (string, error) { return registry.NewID(a.cfg.Rand, prefix) }
@@ -62,25 +66,48 @@ func (a *API) createSubject(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	var in struct {
-		Name string `json:"name"`
-	}
+	var in registry.Profile
 	if err := decodeJSON(w, r, &in); err != nil {
 		return err
 	}
-	if err := registry.CheckDisplayName("subject", in.Name); err != nil {
+	if err := registry.CheckProfile(in); err != nil {
 		return err
 	}
 	id, err := a.newID("sub")
 	if err != nil {
 		return err
 	}
-	v := registry.Subject{ID: registry.SubjectID(id), Tenant: t, Name: in.Name, Created: a.cfg.Now().UTC()}
-	if err := a.cfg.Store.CreateSubject(r.Context(), v); err != nil {
+	v := registry.Subject{ID: registry.SubjectID(id), Tenant: t, Name: in.Name, Email: in.Email, Address: in.Address, Created: a.cfg.Now().UTC()}
+	// The subject's own key first: its profile is the first thing sealed
+	// under it.
+	if err := a.cfg.Keys.Create(r.Context(), t, v.ID); err != nil {
+		return err
+	}
+	pt, _ := json.Marshal(in)
+	sealed, err := a.cfg.Keys.Seal(r.Context(), v.ID, pt, registry.ProfileAD(t, v.ID))
+	if err != nil {
+		return err
+	}
+	if err := a.cfg.Store.CreateSubject(r.Context(), store.SubjectRow{ID: v.ID, Tenant: t, Profile: sealed, Created: v.Created}); err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusCreated, v)
 	return nil
+}
+
+// subject opens a stored subject's profile.
+func (a *API) subject(ctx context.Context, row store.SubjectRow) (registry.Subject, error) {
+	v := registry.Subject{ID: row.ID, Tenant: row.Tenant, Created: row.Created}
+	pt, err := a.cfg.Keys.Open(ctx, row.ID, row.Profile, registry.ProfileAD(row.Tenant, row.ID))
+	if err != nil {
+		return v, err
+	}
+	var p registry.Profile
+	if err := json.Unmarshal(pt, &p); err != nil {
+		return v, errs.E(errs.Integrity, "subject profile cannot be decoded")
+	}
+	v.Name, v.Email, v.Address = p.Name, p.Email, p.Address
+	return v, nil
 }
 
 func (a *API) listSubjects(w http.ResponseWriter, r *http.Request) error {
@@ -88,11 +115,71 @@ func (a *API) listSubjects(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	vs, err := a.cfg.Store.Subjects(r.Context(), t)
+	rows, err := a.cfg.Store.Subjects(r.Context(), t)
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, nonNil(vs))
+	out := make([]registry.Subject, 0, len(rows))
+	for _, row := range rows {
+		v, err := a.subject(r.Context(), row)
+		if err != nil {
+			return err
+		}
+		out = append(out, v)
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// eraseSubject crypto-shreds a data subject: their key is destroyed first
+// (every copy of their data, backups included, is unreadable from that
+// moment), then they leave the registry with their sites, devices and
+// streams, and evidence is recorded. Their sealed rows are deleted in the
+// background. The answer is the evidence.
+func (a *API) eraseSubject(w http.ResponseWriter, r *http.Request) error {
+	t, sub := pathTenant(r), registry.SubjectID(r.PathValue("subject"))
+	if _, err := a.cfg.Store.Subject(r.Context(), t, sub); err != nil {
+		return err
+	}
+	requested := a.cfg.Now().UTC()
+	ev, err := a.cfg.Keys.Destroy(r.Context(), sub)
+	if err != nil {
+		return err
+	}
+	e := &store.Erasure{Subject: sub, Tenant: t, Requested: requested, KeyDestroyed: ev.DestroyedAt.UTC()}
+	e.Evidence, _ = json.Marshal(ev)
+	if err := a.cfg.Store.EraseSubject(r.Context(), e); err != nil {
+		return err
+	}
+	for _, c := range e.Connectors {
+		a.cfg.Ingest.Forget(c)
+	}
+	if a.cfg.Purge != nil {
+		a.cfg.Purge()
+	}
+	writeJSON(w, http.StatusOK, e)
+	return nil
+}
+
+func (a *API) listErasures(w http.ResponseWriter, r *http.Request) error {
+	t, err := a.tenantOf(r)
+	if err != nil {
+		return err
+	}
+	es, err := a.cfg.Store.Erasures(r.Context(), t)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, nonNil(es))
+	return nil
+}
+
+func (a *API) keyStatus(w http.ResponseWriter, r *http.Request) error {
+	st, err := a.cfg.Keys.Status(r.Context())
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, st)
 	return nil
 }
 
@@ -290,11 +377,15 @@ func (a *API) createStream(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	site, err := a.cfg.Store.Site(r.Context(), t, d.Site)
+	if err != nil {
+		return err
+	}
 	id, err := a.newID("str")
 	if err != nil {
 		return err
 	}
-	v := registry.Stream{ID: registry.StreamID(id), Tenant: t, Device: d.ID, Metric: in.Metric, Key: registry.StreamKey(d.Name, in.Metric),
+	v := registry.Stream{ID: registry.StreamID(id), Tenant: t, Subject: site.Subject, Device: d.ID, Metric: in.Metric, Key: registry.StreamKey(d.Name, in.Metric),
 		Category: in.Category, Unit: in.Unit, Created: a.cfg.Now().UTC()}
 	if err := a.cfg.Store.CreateStream(r.Context(), v); err != nil {
 		return err
@@ -325,9 +416,11 @@ func (a *API) listStreams(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// readings serves a page of a stream's readings. Query parameters:
-// from, to (RFC 3339 or Unix ms; default: the last hour), since (a
-// duration such as 5m, instead of from), limit (default 1000), cursor.
+// readings serves a page of a stream's readings, or its aggregates at a
+// coarser resolution. Query parameters: from, to (RFC 3339 or Unix ms;
+// default: the last hour), since (a duration such as 5m, instead of from),
+// resolution (raw, the default, or 15m, 1h, 1d, 1mo: then the answer holds
+// buckets, not readings), limit (default 1000) and cursor for raw pages.
 func (a *API) readings(w http.ResponseWriter, r *http.Request) error {
 	t := pathTenant(r)
 	st, err := a.cfg.Store.Stream(r.Context(), t, registry.StreamID(r.PathValue("stream")))
@@ -338,7 +431,27 @@ func (a *API) readings(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	q.Tenant, q.Stream = t, st.ID
+	res := rollup.Raw
+	if v := r.URL.Query().Get("resolution"); v != "" {
+		if res, err = rollup.ParseResolution(v); err != nil {
+			return err
+		}
+	}
+	if res != rollup.Raw {
+		bs, err := series.ReadRollups(r.Context(), a.cfg.Store, series.RollupQuery{Tenant: t, Stream: st.ID, Res: res, From: q.From, To: q.To, Sealer: a.cfg.Sealer})
+		if err != nil {
+			return err
+		}
+		writeJSON(w, http.StatusOK, struct {
+			Stream     registry.StreamID `json:"stream"`
+			Key        string            `json:"key"`
+			Unit       string            `json:"unit"`
+			Resolution rollup.Resolution `json:"resolution"`
+			Buckets    []rollup.Bucket   `json:"buckets"`
+		}{st.ID, st.Key, st.Unit, res, nonNil(bs)})
+		return nil
+	}
+	q.Tenant, q.Stream, q.Sealer = t, st.ID, a.cfg.Sealer
 	page, err := series.Read(r.Context(), a.cfg.Store, q)
 	if err != nil {
 		return err

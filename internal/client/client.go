@@ -108,9 +108,71 @@ func (c *Client) CreateTenant(ctx context.Context, name string) (t registry.Tena
 	return
 }
 
-// CreateSubject creates a data subject.
-func (c *Client) CreateSubject(ctx context.Context, t registry.TenantID, name string) (v registry.Subject, err error) {
-	err = c.Do(ctx, "POST", "/v1/tenants/"+string(t)+"/subjects", map[string]string{"name": name}, &v)
+// CreateSubject creates a data subject with just a name.
+func (c *Client) CreateSubject(ctx context.Context, t registry.TenantID, name string) (registry.Subject, error) {
+	return c.CreateSubjectProfile(ctx, t, registry.Profile{Name: name})
+}
+
+// CreateSubjectProfile creates a data subject with its personal fields.
+func (c *Client) CreateSubjectProfile(ctx context.Context, t registry.TenantID, p registry.Profile) (v registry.Subject, err error) {
+	err = c.Do(ctx, "POST", "/v1/tenants/"+string(t)+"/subjects", p, &v)
+	return
+}
+
+// Subjects lists a tenant's data subjects.
+func (c *Client) Subjects(ctx context.Context, t registry.TenantID) (v []registry.Subject, err error) {
+	err = c.Do(ctx, "GET", "/v1/tenants/"+string(t)+"/subjects", nil, &v)
+	return
+}
+
+// EraseSubject crypto-shreds a data subject and returns the evidence.
+func (c *Client) EraseSubject(ctx context.Context, t registry.TenantID, s registry.SubjectID) (e Erasure, err error) {
+	err = c.Do(ctx, "POST", "/v1/tenants/"+string(t)+"/subjects/"+string(s)+"/erase", nil, &e)
+	return
+}
+
+// Erasures lists a tenant's erasure evidence.
+func (c *Client) Erasures(ctx context.Context, t registry.TenantID) (v []Erasure, err error) {
+	err = c.Do(ctx, "GET", "/v1/tenants/"+string(t)+"/erasures", nil, &v)
+	return
+}
+
+// Erasure is the evidence of an erasure, as the API returns it.
+type Erasure struct {
+	Subject      registry.SubjectID  `json:"subject"`
+	Tenant       registry.TenantID   `json:"tenant"`
+	Requested    time.Time           `json:"requested"`
+	KeyDestroyed time.Time           `json:"key_destroyed"`
+	Purged       time.Time           `json:"purged,omitzero"`
+	Streams      []registry.StreamID `json:"streams"`
+	Evidence     json.RawMessage     `json:"evidence"`
+}
+
+// Buckets are a stream's aggregates at a resolution.
+type Buckets struct {
+	Stream     registry.StreamID `json:"stream"`
+	Key        string            `json:"key"`
+	Unit       string            `json:"unit"`
+	Resolution string            `json:"resolution"`
+	Buckets    []struct {
+		T     int64   `json:"t"`
+		Count int64   `json:"count"`
+		Sum   float64 `json:"sum"`
+		Min   float64 `json:"min"`
+		Max   float64 `json:"max"`
+		Mean  float64 `json:"mean"`
+		Delta float64 `json:"delta"`
+	} `json:"buckets"`
+}
+
+// Aggregates reads a stream's buckets at a resolution (15m, 1h, 1d, 1mo)
+// in [from, to) (Unix ms).
+func (c *Client) Aggregates(ctx context.Context, t registry.TenantID, s registry.StreamID, res string, from, to int64) (b Buckets, err error) {
+	q := url.Values{}
+	q.Set("from", strconv.FormatInt(from, 10))
+	q.Set("to", strconv.FormatInt(to, 10))
+	q.Set("resolution", res)
+	err = c.Do(ctx, "GET", "/v1/tenants/"+string(t)+"/streams/"+string(s)+"/readings?"+q.Encode(), nil, &b)
 	return
 }
 

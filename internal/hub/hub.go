@@ -25,6 +25,8 @@ import (
 	"github.com/custos-iot/custos/internal/ingest"
 	"github.com/custos-iot/custos/internal/pki"
 	"github.com/custos-iot/custos/internal/registry"
+	"github.com/custos-iot/custos/internal/seal"
+	"github.com/custos-iot/custos/internal/seal/pkcs11"
 	"github.com/custos-iot/custos/internal/series"
 	"github.com/custos-iot/custos/internal/store"
 )
@@ -53,6 +55,22 @@ type Config struct {
 	EnrolTokenTTL time.Duration
 	// CertLifetime is the lifetime of connector certificates. Default 24 h.
 	CertLifetime time.Duration
+	// KeyDir holds the key store (keys.db) and the default KEK file. Keep
+	// it apart from the data: its backups hold the keys that erasure
+	// destroys, so they must be short-lived. Default <DataDir>/keys.
+	KeyDir string
+	// KEKFile is the local key-encryption key (a Tink keyset, mode 0600),
+	// created on first start. Default <KeyDir>/kek.json. Ignored when HSM
+	// is set.
+	KEKFile string
+	// OldKEKFiles are earlier local KEKs that can still unwrap keysets
+	// during a rotation to a new KEK (see custos keys rotate).
+	OldKEKFiles []string
+	// HSM, if set, takes the KEK from a PKCS#11 token instead of KEKFile.
+	HSM *pkcs11.Config
+	// Plaintext stores readings unsealed. For benchmarks that measure the
+	// cost of sealing only; a hub serving people never sets it.
+	Plaintext bool
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
 	// Rand is the randomness for IDs, tokens and keys. Default crypto/rand.
@@ -92,6 +110,10 @@ type Hub struct {
 	Authority *pki.Authority
 	Ingest    *ingest.Service
 	Compactor *series.Compactor
+	Keys      *seal.Keys
+	sealer    series.Sealer
+	purge     chan struct{}
+	kek       interface{ Close() error }
 	api       *api.API
 
 	apiLn, devLn net.Listener
@@ -126,11 +148,19 @@ func New(ctx context.Context, cfg Config) (_ *Hub, err error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := h.openKeys(ctx); err != nil {
+		return nil, err
+	}
 	if h.InitialToken, err = h.ensureOperator(ctx); err != nil {
 		return nil, err
 	}
-	h.Ingest = ingest.New(ingest.Config{Store: h.Store, Now: cfg.Now, Log: cfg.Log})
-	h.Compactor = &series.Compactor{Store: h.Store, Log: cfg.Log}
+	h.sealer = h.Keys
+	if cfg.Plaintext {
+		h.sealer = series.Plain{}
+	}
+	h.purge = make(chan struct{}, 1)
+	h.Ingest = ingest.New(ingest.Config{Store: h.Store, Sealer: h.sealer, Now: cfg.Now, Log: cfg.Log})
+	h.Compactor = &series.Compactor{Store: h.Store, Sealer: h.sealer, Log: cfg.Log}
 
 	if h.apiLn, err = net.Listen("tcp", cfg.APIAddr); err != nil {
 		return nil, fmt.Errorf("hub: API listener: %w", err)
@@ -144,11 +174,101 @@ func New(ctx context.Context, cfg Config) (_ *Hub, err error) {
 		deviceURL = "https://" + net.JoinHostPort(cfg.Names[0], port)
 	}
 	h.api = api.New(api.Config{
-		Store: h.Store, Authority: h.Authority, Ingest: h.Ingest, DeviceURL: deviceURL,
+		Store: h.Store, Authority: h.Authority, Ingest: h.Ingest, Keys: h.Keys, Sealer: h.sealer, DeviceURL: deviceURL,
+		Purge:         h.requestPurge,
 		EnrolTokenTTL: cfg.EnrolTokenTTL, CertLifetime: cfg.CertLifetime,
 		Now: cfg.Now, Rand: cfg.Rand, Log: cfg.Log,
 	})
 	return h, nil
+}
+
+// openKeys opens the KEK and the key store, kept apart from the data store:
+// a SQLite file under KeyDir, or its own PostgreSQL schema.
+func (h *Hub) openKeys(ctx context.Context) error {
+	cfg := h.cfg
+	if cfg.KeyDir == "" {
+		cfg.KeyDir = filepath.Join(cfg.DataDir, "keys")
+	}
+	if err := os.MkdirAll(cfg.KeyDir, 0o700); err != nil {
+		return fmt.Errorf("hub: key directory: %w", err)
+	}
+	var kek seal.KEK
+	if cfg.HSM != nil {
+		k, err := pkcs11.Open(*cfg.HSM)
+		if err != nil {
+			return err
+		}
+		h.kek, kek = k, k
+	} else {
+		if cfg.KEKFile == "" {
+			cfg.KEKFile = filepath.Join(cfg.KeyDir, "kek.json")
+		}
+		k, err := seal.LoadOrCreateFileKEK(cfg.KEKFile)
+		if err != nil {
+			return err
+		}
+		kek = k
+	}
+	var old []seal.KEK
+	for _, f := range cfg.OldKEKFiles {
+		k, err := seal.LoadOrCreateFileKEK(f)
+		if err != nil {
+			return err
+		}
+		old = append(old, k)
+	}
+	kc := seal.Config{Path: filepath.Join(cfg.KeyDir, "keys.db"), KEK: kek, Old: old, Now: cfg.Now}
+	if cfg.PostgresDSN != "" {
+		schema := cfg.PostgresSchema
+		if schema == "" {
+			schema = "custos"
+		}
+		kc.DSN, kc.Schema = cfg.PostgresDSN, schema+"_keys"
+	}
+	keys, err := seal.Open(ctx, kc)
+	if err != nil {
+		return err
+	}
+	h.Keys = keys
+	return nil
+}
+
+// requestPurge wakes the purger after an erasure.
+func (h *Hub) requestPurge() {
+	select {
+	case h.purge <- struct{}{}:
+	default:
+	}
+}
+
+// purger deletes the sealed rows of erased subjects in the background, in
+// small steps; erasure itself never waits for it.
+func (h *Hub) purger(ctx context.Context) {
+	for {
+		es, err := h.Store.PendingPurges(ctx)
+		if err != nil && ctx.Err() == nil {
+			h.cfg.Log.Error("hub: listing pending purges failed", "err", err)
+		}
+		for _, e := range es {
+			for ctx.Err() == nil {
+				n, err := h.Store.Purge(ctx, e, 2000, h.cfg.Now())
+				if err != nil {
+					h.cfg.Log.Error("hub: purge failed; will retry", "subject", e.Subject, "err", err)
+					break
+				}
+				if n == 0 {
+					h.cfg.Log.Info("hub: erased subject's rows purged", "subject", e.Subject)
+					break
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-h.purge:
+		case <-time.After(time.Minute):
+		}
+	}
 }
 
 // ensureOperator creates the first operator token if the store has none.
@@ -222,6 +342,11 @@ func (h *Hub) Run(ctx context.Context) error {
 	}()
 
 	go h.refreshServerCert(compactCtx)
+	purgeDone := make(chan struct{})
+	go func() {
+		h.purger(compactCtx)
+		close(purgeDone)
+	}()
 
 	errLog := slog.NewLogLogger(h.cfg.Log.Handler(), slog.LevelDebug)
 	apiSrv := &http.Server{Handler: h.api.Handler(), TLSConfig: h.Authority.APITLSConfig(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: errLog}
@@ -244,6 +369,7 @@ func (h *Hub) Run(ctx context.Context) error {
 	<-ingestDone
 	stopCompactor()
 	<-compactDone
+	<-purgeDone
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
 	}
@@ -267,13 +393,19 @@ func (h *Hub) refreshServerCert(ctx context.Context) {
 	}
 }
 
-// Close releases the listeners and the store.
+// Close releases the listeners, the key store and the store.
 func (h *Hub) Close() error {
 	if h.apiLn != nil {
 		h.apiLn.Close()
 	}
 	if h.devLn != nil {
 		h.devLn.Close()
+	}
+	if h.Keys != nil {
+		h.Keys.Close()
+	}
+	if h.kek != nil {
+		h.kek.Close()
 	}
 	if h.Store != nil {
 		return h.Store.Close()

@@ -39,6 +39,9 @@ type Store interface {
 type Config struct {
 	// Store is the database. Must be non-nil.
 	Store Store
+	// Sealer seals every block under its data subject's key before it is
+	// stored. Must be non-nil (series.Plain only in benchmarks).
+	Sealer series.Sealer
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
 	// Log receives operational messages (IDs and counts only). Default slog.Default().
@@ -217,9 +220,16 @@ func (s *Service) Accept(ctx context.Context, id Identity, body []byte) (Result,
 			if !ok {
 				return Result{}, errs.E(op, errs.Forbidden, fmt.Sprintf("batch %s: stream %q is not a stream of this connector's devices", b.ID, sr.Key))
 			}
-			// The block aliases the request body, which stays alive until
-			// the commit; the compactor later re-cuts it by time bucket.
-			out.Chunks = append(out.Chunks, series.Chunk{Tenant: v.Tenant, Stream: v.ID, MinTime: sr.MinTime, MaxTime: sr.MaxTime, Count: len(sr.Readings), Data: sr.Block})
+			// Sealed under the subject's key before anything is stored;
+			// the compactor later re-cuts it by time bucket.
+			sealed, err := s.cfg.Sealer.Seal(ctx, v.Subject, sr.Block, series.LandingAD(v.Tenant, v.ID))
+			if err != nil {
+				if errs.Is(errs.NotFound, err) {
+					return Result{}, errs.E(op, errs.Forbidden, fmt.Sprintf("stream %q belongs to an erased data subject", sr.Key))
+				}
+				return Result{}, errs.E(op, err)
+			}
+			out.Chunks = append(out.Chunks, series.Chunk{Tenant: v.Tenant, Subject: v.Subject, Stream: v.ID, MinTime: sr.MinTime, MaxTime: sr.MaxTime, Count: len(sr.Readings), Data: sealed})
 		}
 	}
 	select {

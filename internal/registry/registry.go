@@ -62,11 +62,42 @@ type Tenant struct {
 }
 
 // Subject is a data subject: a member, a household, a machine owner.
+// Name, Email and Address are personal data: the hub stores them only
+// sealed under the subject's own key (see Profile), so erasing the subject
+// erases them too.
 type Subject struct {
 	ID      SubjectID `json:"id"`
 	Tenant  TenantID  `json:"tenant"`
 	Name    string    `json:"name"`
+	Email   string    `json:"email,omitempty"`
+	Address string    `json:"address,omitempty"`
 	Created time.Time `json:"created"`
+}
+
+// Profile is the personal part of a Subject, as sealed at rest.
+type Profile struct {
+	Name    string `json:"name"`
+	Email   string `json:"email,omitempty"`
+	Address string `json:"address,omitempty"`
+}
+
+// CheckProfile validates a subject's personal fields.
+func CheckProfile(p Profile) error {
+	if err := CheckDisplayName("subject", p.Name); err != nil {
+		return err
+	}
+	if len(p.Email) > 254 || (p.Email != "" && !emailRE.MatchString(p.Email)) {
+		return errs.E(errs.Invalid, "email must look like name@example.org")
+	}
+	if len(p.Address) > 500 {
+		return errs.E(errs.Invalid, "address must be at most 500 characters")
+	}
+	for _, r := range p.Address {
+		if r < 0x20 && r != '\n' || r == 0x7f {
+			return errs.E(errs.Invalid, "address must not contain control characters")
+		}
+	}
+	return nil
 }
 
 // Site is a home or a factory hall belonging to a subject.
@@ -111,10 +142,12 @@ type Device struct {
 }
 
 // Stream is one metric of one device. Its Key, "<device name>/<metric>", is
-// how a connector names it on the wire.
+// how a connector names it on the wire. Subject is the data subject whose
+// site the device is at: the owner of the stream's data and of its key.
 type Stream struct {
 	ID       StreamID  `json:"id"`
 	Tenant   TenantID  `json:"tenant"`
+	Subject  SubjectID `json:"subject"`
 	Device   DeviceID  `json:"device"`
 	Metric   string    `json:"metric"`
 	Key      string    `json:"key"`
@@ -131,6 +164,7 @@ var (
 	metricRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
 	unitRE   = regexp.MustCompile(`^[A-Za-z0-9%/°.^ -]{0,16}$`)
 	idRE     = regexp.MustCompile(`^[a-z]{3}_[a-z2-7]{20}$`)
+	emailRE  = regexp.MustCompile(`^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$`)
 )
 
 // CheckName validates the name of a device, connector or site: 1 to 64
@@ -185,4 +219,10 @@ func NewID(rand io.Reader, prefix string) (string, error) {
 		return "", fmt.Errorf("registry: new id: %w", err)
 	}
 	return prefix + "_" + idEncoding.EncodeToString(b[:])[:20], nil
+}
+
+// ProfileAD is the associated data that binds a sealed Profile to its
+// tenant and subject.
+func ProfileAD(t TenantID, s SubjectID) []byte {
+	return []byte("custos/profile/v1\x00" + string(t) + "\x00" + string(s))
 }

@@ -7,6 +7,7 @@ import (
 	"sync"
 
 	"github.com/custos-iot/custos/internal/registry"
+	"github.com/custos-iot/custos/internal/rollup"
 	"github.com/custos-iot/custos/internal/series"
 )
 
@@ -19,6 +20,7 @@ type memStore struct {
 	next    int64
 	landing []series.Chunk
 	chunks  []series.Chunk
+	rollups map[rollupKey]series.RollupRow
 }
 
 func (m *memStore) land(c series.Chunk) {
@@ -65,7 +67,7 @@ func (m *memStore) StreamChunks(ctx context.Context, tenant registry.TenantID, s
 	return nil
 }
 
-func (m *memStore) Compact(ctx context.Context, limit int, fn func(landed []series.Chunk) ([]series.Chunk, error)) (int, error) {
+func (m *memStore) Compact(ctx context.Context, limit int, plan func(context.Context, []series.Chunk) (series.Plan, error)) (int, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	n := min(limit, len(m.landing))
@@ -75,18 +77,54 @@ func (m *memStore) Compact(ctx context.Context, limit int, fn func(landed []seri
 	in := make([]series.Chunk, n)
 	for i, c := range m.landing[:n] {
 		c.Data = slices.Clone(c.Data)
+		c.Landed = true
 		in[i] = c
 	}
-	out, err := fn(in)
+	m.mu.Unlock()
+	p, err := plan(ctx, in)
+	m.mu.Lock()
 	if err != nil {
 		return 0, err
 	}
-	for _, c := range out {
+	for _, c := range p.Chunks {
 		m.next++
 		c.ID = m.next
+		c.Landed = false
 		c.Data = slices.Clone(c.Data)
 		m.chunks = append(m.chunks, c)
 	}
+	if m.rollups == nil {
+		m.rollups = map[rollupKey]series.RollupRow{}
+	}
+	for _, r := range p.Rollups {
+		r.Data = slices.Clone(r.Data)
+		m.rollups[rollupKey{r.Stream, r.Res, r.Period}] = r
+	}
 	m.landing = slices.Delete(m.landing, 0, n)
 	return n, nil
+}
+
+type rollupKey struct {
+	stream registry.StreamID
+	res    rollup.Resolution
+	period int64
+}
+
+func (m *memStore) StreamRollups(ctx context.Context, t registry.TenantID, s registry.StreamID, res rollup.Resolution, from, to int64, fn func(*series.RollupRow) error) error {
+	m.mu.Lock()
+	var rows []series.RollupRow
+	for k, r := range m.rollups {
+		if k.stream == s && k.res == res && k.period >= from && k.period <= to && r.Tenant == t {
+			r.Data = slices.Clone(r.Data)
+			rows = append(rows, r)
+		}
+	}
+	m.mu.Unlock()
+	slices.SortFunc(rows, func(a, b series.RollupRow) int { return int(a.Period - b.Period) })
+	for i := range rows {
+		if err := fn(&rows[i]); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -24,11 +24,16 @@ import (
 // long before the range.
 const MaxChunkSpanMS = 3600_000
 
-// Chunk is an encoded block of one stream's readings, stored as one row.
+// Chunk is an encoded block of one stream's readings, stored as one row,
+// sealed under its subject's key.
 type Chunk struct {
 	ID      int64 // assigned by the store; orders chunks that start at the same time
 	Tenant  registry.TenantID
+	Subject registry.SubjectID // whose data it is: the key that seals it
 	Stream  registry.StreamID
+	// Landed marks a block as received, not yet compacted (sealed with
+	// LandingAD instead of ChunkAD).
+	Landed  bool
 	MinTime int64 // Unix ms of the earliest reading
 	MaxTime int64 // Unix ms of the latest reading
 	Count   int
@@ -66,6 +71,8 @@ type Query struct {
 	Limit int
 	// Cursor continues a previous page; empty for the first page.
 	Cursor string
+	// Sealer opens the stored chunks. nil means Plain (tests only).
+	Sealer Sealer
 }
 
 // MaxLimit bounds the page size of a read.
@@ -114,6 +121,10 @@ func Read(ctx context.Context, src ChunkSource, q Query) (Page, error) {
 	if q.To <= q.From {
 		return Page{}, errs.E(op, errs.Invalid, "the end of the range must be after its start")
 	}
+	sealer := q.Sealer
+	if sealer == nil {
+		sealer = Plain{}
+	}
 	from, skip := q.From, int64(0)
 	if q.Cursor != "" {
 		c, err := parseCursor(q.Cursor)
@@ -138,8 +149,15 @@ func Read(ctx context.Context, src ChunkSource, q Query) (Page, error) {
 		if len(got) > need && c.MinTime > latest {
 			return false, nil
 		}
-		var err error
-		buf, err = wire.DecodeBlock(c.Data, buf[:0])
+		block, err := sealer.Open(ctx, c.Subject, c.Data, adFor(c))
+		if err != nil {
+			integrity = errs.E(op, err)
+			if errs.KindOf(err) == errs.Other {
+				integrity = errs.E(op, errs.Integrity, fmt.Sprintf("a chunk of stream %s cannot be opened", q.Stream))
+			}
+			return false, nil
+		}
+		buf, err = wire.DecodeBlock(block, buf[:0])
 		if err != nil {
 			integrity = errs.E(op, errs.Integrity, fmt.Sprintf("a chunk of stream %s cannot be decoded", q.Stream))
 			return false, nil

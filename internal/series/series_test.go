@@ -174,7 +174,7 @@ func property(t *testing.T, rng *rand.Rand, st lander, land func(series.Chunk)) 
 		if rng.IntN(3) == 0 {
 			return
 		}
-		if _, err := st.Compact(context.Background(), 1+rng.IntN(total), func(l []series.Chunk) ([]series.Chunk, error) { return series.Compact(l), nil }); err != nil {
+		if _, err := (&series.Compactor{Store: st, Limit: 1 + rng.IntN(total)}).Pass(context.Background()); err != nil {
 			t.Fatal(err)
 		}
 	}

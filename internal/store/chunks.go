@@ -8,6 +8,7 @@ import (
 	"sync"
 
 	"github.com/custos-iot/custos/internal/registry"
+	"github.com/custos-iot/custos/internal/rollup"
 	"github.com/custos-iot/custos/internal/series"
 )
 
@@ -58,19 +59,19 @@ func (s *Store) WriteBatches(ctx context.Context, received int64, bs []series.Ba
 }
 
 func (s *Store) insertChunks(ctx context.Context, tx *sql.Tx, table string, rows []*series.Chunk) error {
-	const cols = 6
+	const cols = 7
 	args := make([]any, 0, rowsPerInsert*cols)
 	for len(rows) > 0 {
 		n := min(len(rows), rowsPerInsert)
 		var b strings.Builder
-		b.WriteString(`INSERT INTO ` + table + ` (tenant_id, stream_id, min_ms, max_ms, n, data) VALUES `)
+		b.WriteString(`INSERT INTO ` + table + ` (tenant_id, subject_id, stream_id, min_ms, max_ms, n, data) VALUES `)
 		args = args[:0]
 		for i, c := range rows[:n] {
 			if i > 0 {
 				b.WriteString(", ")
 			}
-			b.WriteString("(?, ?, ?, ?, ?, ?)")
-			args = append(args, c.Tenant, c.Stream, c.MinTime, c.MaxTime, c.Count, c.Data)
+			b.WriteString("(?, ?, ?, ?, ?, ?, ?)")
+			args = append(args, c.Tenant, c.Subject, c.Stream, c.MinTime, c.MaxTime, c.Count, c.Data)
 		}
 		if _, err := tx.ExecContext(ctx, s.q(b.String()), args...); err != nil {
 			return err
@@ -86,21 +87,23 @@ func (s *Store) insertChunks(ctx context.Context, tx *sql.Tx, table string, rows
 // is only valid during the call.
 func (s *Store) StreamChunks(ctx context.Context, tenant registry.TenantID, stream registry.StreamID, from, to int64, fn func(*series.Chunk) (bool, error)) error {
 	rows, err := s.db.QueryContext(ctx, s.q(`
-		SELECT id, min_ms, max_ms, n, data FROM chunks
+		SELECT id, subject_id, 0, min_ms, max_ms, n, data FROM chunks
 		WHERE stream_id = ? AND tenant_id = ? AND min_ms >= ? AND min_ms < ? AND max_ms >= ?
 		UNION ALL
-		SELECT -id, min_ms, max_ms, n, data FROM landing
+		SELECT -id, subject_id, 1, min_ms, max_ms, n, data FROM landing
 		WHERE stream_id = ? AND tenant_id = ? AND min_ms < ? AND max_ms >= ?
-		ORDER BY 2, 1`), stream, tenant, from-series.MaxChunkSpanMS, to, from, stream, tenant, to, from)
+		ORDER BY 4, 1`), stream, tenant, from-series.MaxChunkSpanMS, to, from, stream, tenant, to, from)
 	if err != nil {
 		return err
 	}
 	defer rows.Close()
 	c := series.Chunk{Tenant: tenant, Stream: stream}
 	for rows.Next() {
-		if err := rows.Scan(&c.ID, &c.MinTime, &c.MaxTime, &c.Count, &c.Data); err != nil {
+		var landed int
+		if err := rows.Scan(&c.ID, &c.Subject, &landed, &c.MinTime, &c.MaxTime, &c.Count, &c.Data); err != nil {
 			return err
 		}
+		c.Landed = landed == 1
 		more, err := fn(&c)
 		if err != nil || !more {
 			return err
@@ -125,71 +128,67 @@ func (s *Store) LandingCount(ctx context.Context) (int64, error) {
 	return n, err
 }
 
-// Compact moves up to limit of the oldest landed blocks into chunks: fn
-// receives them and returns the chunks that replace them. The move is one
-// transaction; on PostgreSQL the landed rows are locked (SKIP LOCKED), so
-// compactors on several replicas never move a block twice. It returns the
-// number of landed blocks moved.
-func (s *Store) Compact(ctx context.Context, limit int, fn func(landed []series.Chunk) ([]series.Chunk, error)) (int, error) {
-	lock := ""
-	if s.dialect == Postgres {
-		lock = " FOR UPDATE SKIP LOCKED"
-	}
-	// SQLite: read under a snapshot first, then take the write lock only
-	// for the short moves, so ingest commits are not held up by decoding.
-	// Two passes must not read the same snapshot (the second would find
-	// its blocks gone and fail), so passes of this process take turns.
-	if s.dialect != Postgres {
-		s.compacting.Lock()
-		defer s.compacting.Unlock()
-	}
-	var landed []series.Chunk
-	read := func(q interface {
+// Compact moves up to limit of the oldest landed blocks into chunks: plan
+// receives them and returns the chunks and rollup rows that replace them.
+// On PostgreSQL one pass runs at a time across all replicas (a
+// transaction-level advisory lock; a replica that does not get it skips
+// the pass), in one transaction. On SQLite the pass reads under a snapshot
+// and then moves a few streams per short transaction, so ingest commits
+// slot in between; every stream's move is atomic. It returns the number of
+// landed blocks moved.
+func (s *Store) Compact(ctx context.Context, limit int, plan func(ctx context.Context, landed []series.Chunk) (series.Plan, error)) (int, error) {
+	var q interface {
 		QueryContext(context.Context, string, ...any) (*sql.Rows, error)
-	}) error {
-		rows, err := q.QueryContext(ctx, s.q(`SELECT id, tenant_id, stream_id, min_ms, max_ms, n, data FROM landing ORDER BY id LIMIT ?`+lock), limit)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var c series.Chunk
-			if err := rows.Scan(&c.ID, &c.Tenant, &c.Stream, &c.MinTime, &c.MaxTime, &c.Count, &c.Data); err != nil {
-				return err
-			}
-			landed = append(landed, c)
-		}
-		return rows.Err()
-	}
+	} = s.db
 	var tx *sql.Tx
-	var err error
 	if s.dialect == Postgres {
+		var err error
 		if tx, err = s.db.BeginTx(ctx, nil); err != nil {
 			return 0, err
 		}
 		defer tx.Rollback()
-		err = read(tx)
+		var got bool
+		if err := tx.QueryRowContext(ctx, `SELECT pg_try_advisory_xact_lock(7420331)`).Scan(&got); err != nil {
+			return 0, err
+		}
+		if !got {
+			return 0, nil
+		}
+		q = tx
 	} else {
-		err = read(s.db)
+		// Two passes must not read the same snapshot (the second would
+		// find its blocks gone), so this process's passes take turns.
+		s.compacting.Lock()
+		defer s.compacting.Unlock()
 	}
-	if err != nil || len(landed) == 0 {
+	rows, err := q.QueryContext(ctx, s.q(`SELECT id, tenant_id, subject_id, stream_id, min_ms, max_ms, n, data FROM landing ORDER BY id LIMIT ?`), limit)
+	if err != nil {
 		return 0, err
 	}
-	out, err := fn(landed)
+	var landed []series.Chunk
+	for rows.Next() {
+		c := series.Chunk{Landed: true}
+		if err := rows.Scan(&c.ID, &c.Tenant, &c.Subject, &c.Stream, &c.MinTime, &c.MaxTime, &c.Count, &c.Data); err != nil {
+			rows.Close()
+			return 0, err
+		}
+		landed = append(landed, c)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil || len(landed) == 0 {
+		return 0, err
+	}
+	p, err := plan(ctx, landed)
 	if err != nil {
 		return 0, err
 	}
 	if tx != nil {
-		// PostgreSQL: one transaction; the landed rows are locked, other
-		// writers are not held up.
-		if err := s.moveLanded(ctx, tx, landed, out); err != nil {
+		if err := s.moveLanded(ctx, tx, landed, p); err != nil {
 			return 0, err
 		}
 		return len(landed), tx.Commit()
 	}
-	// SQLite has one writer at a time: move a few streams per short
-	// transaction so that ingest commits slot in between.
-	return len(landed), s.moveInSteps(ctx, landed, out)
+	return len(landed), s.moveInSteps(ctx, landed, p)
 }
 
 // compactStepRows bounds the landed rows moved per SQLite transaction. An
@@ -198,34 +197,47 @@ func (s *Store) Compact(ctx context.Context, limit int, fn func(landed []series.
 // 5-45 ms on a busy 2-core machine.
 const compactStepRows = 250
 
-func (s *Store) moveInSteps(ctx context.Context, landed, out []series.Chunk) error {
-	type move struct{ in, out []series.Chunk }
+func (s *Store) moveInSteps(ctx context.Context, landed []series.Chunk, p series.Plan) error {
+	type move struct {
+		in   []series.Chunk
+		plan series.Plan
+	}
 	byStream := map[registry.StreamID]*move{}
 	var streams []registry.StreamID
-	for _, c := range landed {
-		m := byStream[c.Stream]
+	at := func(st registry.StreamID) *move {
+		m := byStream[st]
 		if m == nil {
 			m = &move{}
-			byStream[c.Stream] = m
-			streams = append(streams, c.Stream)
+			byStream[st] = m
+			streams = append(streams, st)
 		}
+		return m
+	}
+	for _, c := range landed {
+		m := at(c.Stream)
 		m.in = append(m.in, c)
 	}
-	for _, c := range out {
-		if m := byStream[c.Stream]; m != nil {
-			m.out = append(m.out, c)
-		}
+	for _, c := range p.Chunks {
+		m := at(c.Stream)
+		m.plan.Chunks = append(m.plan.Chunks, c)
+	}
+	for _, r := range p.Rollups {
+		m := at(r.Stream)
+		m.plan.Rollups = append(m.plan.Rollups, r)
 	}
 	for len(streams) > 0 {
-		var in, repl []series.Chunk
+		var in []series.Chunk
+		var step series.Plan
 		n := 0
 		for n < len(streams) && (n == 0 || len(in)+len(byStream[streams[n]].in) <= compactStepRows) {
 			m := byStream[streams[n]]
-			in, repl = append(in, m.in...), append(repl, m.out...)
+			in = append(in, m.in...)
+			step.Chunks = append(step.Chunks, m.plan.Chunks...)
+			step.Rollups = append(step.Rollups, m.plan.Rollups...)
 			n++
 		}
 		streams = streams[n:]
-		if err := s.moveStep(ctx, in, repl); err != nil {
+		if err := s.moveStep(ctx, in, step); err != nil {
 			return err
 		}
 	}
@@ -234,7 +246,7 @@ func (s *Store) moveInSteps(ctx context.Context, landed, out []series.Chunk) err
 
 // moveStep moves one step in its own transaction, taking the write lock
 // only when no ingest commit is waiting for it.
-func (s *Store) moveStep(ctx context.Context, in, repl []series.Chunk) error {
+func (s *Store) moveStep(ctx context.Context, in []series.Chunk, p series.Plan) error {
 	s.writer.lock(false)
 	defer s.writer.unlock()
 	tx, err := s.db.BeginTx(ctx, nil)
@@ -242,7 +254,7 @@ func (s *Store) moveStep(ctx context.Context, in, repl []series.Chunk) error {
 		return err
 	}
 	defer tx.Rollback()
-	if err := s.moveLanded(ctx, tx, in, repl); err != nil {
+	if err := s.moveLanded(ctx, tx, in, p); err != nil {
 		return err
 	}
 	return tx.Commit()
@@ -286,15 +298,21 @@ func (w *writeLock) unlock() {
 	w.cond.Broadcast()
 }
 
-// moveLanded inserts the replacement chunks and deletes exactly the landed
-// rows they replace, in tx.
-func (s *Store) moveLanded(ctx context.Context, tx *sql.Tx, landed, out []series.Chunk) error {
-	rows := make([]*series.Chunk, len(out))
-	for i := range out {
-		rows[i] = &out[i]
+// moveLanded inserts the replacement chunks, upserts the rollup rows and
+// deletes exactly the landed rows they replace, in tx.
+func (s *Store) moveLanded(ctx context.Context, tx *sql.Tx, landed []series.Chunk, p series.Plan) error {
+	rows := make([]*series.Chunk, len(p.Chunks))
+	for i := range p.Chunks {
+		rows[i] = &p.Chunks[i]
 	}
 	if err := s.insertChunks(ctx, tx, "chunks", rows); err != nil {
 		return err
+	}
+	for _, r := range p.Rollups {
+		if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO rollups (stream_id, res, period_ms, tenant_id, subject_id, data) VALUES (?, ?, ?, ?, ?, ?)
+			ON CONFLICT (stream_id, res, period_ms) DO UPDATE SET data = excluded.data`), r.Stream, string(r.Res), r.Period, r.Tenant, r.Subject, r.Data); err != nil {
+			return err
+		}
 	}
 	// Delete exactly the rows read: on PostgreSQL a row with a smaller ID
 	// may commit after a larger one, so an ID range would be wrong.
@@ -316,4 +334,25 @@ func (s *Store) moveLanded(ctx context.Context, tx *sql.Tx, landed, out []series
 		return fmt.Errorf("store: compaction raced: %d of %d landed blocks were already moved", int64(len(landed))-deleted, len(landed))
 	}
 	return nil
+}
+
+// StreamRollups calls fn for each stored rollup row of a tenant's stream at
+// a resolution whose period starts in [from, to], in period order.
+func (s *Store) StreamRollups(ctx context.Context, t registry.TenantID, st registry.StreamID, res rollup.Resolution, from, to int64, fn func(*series.RollupRow) error) error {
+	rows, err := s.db.QueryContext(ctx, s.q(`SELECT period_ms, subject_id, data FROM rollups
+		WHERE stream_id = ? AND res = ? AND period_ms >= ? AND period_ms <= ? AND tenant_id = ? ORDER BY period_ms`), st, string(res), from, to, t)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	r := series.RollupRow{Tenant: t, Stream: st, Res: res}
+	for rows.Next() {
+		if err := rows.Scan(&r.Period, &r.Subject, &r.Data); err != nil {
+			return err
+		}
+		if err := fn(&r); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"time"
 
 	"github.com/custos-iot/custos/internal/errs"
 	"github.com/custos-iot/custos/internal/registry"
@@ -47,24 +48,33 @@ func (s *Store) Tenant(ctx context.Context, id registry.TenantID) (registry.Tena
 	return t, notFound("tenant", err)
 }
 
+// SubjectRow is a data subject as stored: its personal fields only as a
+// sealed profile, which the store cannot read.
+type SubjectRow struct {
+	ID      registry.SubjectID
+	Tenant  registry.TenantID
+	Profile []byte // sealed registry.Profile
+	Created time.Time
+}
+
 // CreateSubject inserts a data subject of an existing tenant.
-func (s *Store) CreateSubject(ctx context.Context, v registry.Subject) error {
-	_, err := s.db.ExecContext(ctx, s.q(`INSERT INTO subjects (id, tenant_id, name, created_ms) VALUES (?, ?, ?, ?)`), v.ID, v.Tenant, v.Name, ms(v.Created))
+func (s *Store) CreateSubject(ctx context.Context, v SubjectRow) error {
+	_, err := s.db.ExecContext(ctx, s.q(`INSERT INTO subjects (id, tenant_id, profile, created_ms) VALUES (?, ?, ?, ?)`), v.ID, v.Tenant, v.Profile, ms(v.Created))
 	return err
 }
 
 // Subjects lists a tenant's data subjects.
-func (s *Store) Subjects(ctx context.Context, tenant registry.TenantID) ([]registry.Subject, error) {
-	rows, err := s.db.QueryContext(ctx, s.q(`SELECT id, name, created_ms FROM subjects WHERE tenant_id = ? ORDER BY created_ms, id`), tenant)
+func (s *Store) Subjects(ctx context.Context, tenant registry.TenantID) ([]SubjectRow, error) {
+	rows, err := s.db.QueryContext(ctx, s.q(`SELECT id, profile, created_ms FROM subjects WHERE tenant_id = ? ORDER BY created_ms, id`), tenant)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	var out []registry.Subject
+	var out []SubjectRow
 	for rows.Next() {
-		v := registry.Subject{Tenant: tenant}
+		v := SubjectRow{Tenant: tenant}
 		var c int64
-		if err := rows.Scan(&v.ID, &v.Name, &c); err != nil {
+		if err := rows.Scan(&v.ID, &v.Profile, &c); err != nil {
 			return nil, err
 		}
 		v.Created = fromMS(c)
@@ -74,12 +84,21 @@ func (s *Store) Subjects(ctx context.Context, tenant registry.TenantID) ([]regis
 }
 
 // Subject returns one data subject of a tenant.
-func (s *Store) Subject(ctx context.Context, tenant registry.TenantID, id registry.SubjectID) (registry.Subject, error) {
-	v := registry.Subject{ID: id, Tenant: tenant}
+func (s *Store) Subject(ctx context.Context, tenant registry.TenantID, id registry.SubjectID) (SubjectRow, error) {
+	v := SubjectRow{ID: id, Tenant: tenant}
 	var c int64
-	err := s.db.QueryRowContext(ctx, s.q(`SELECT name, created_ms FROM subjects WHERE tenant_id = ? AND id = ?`), tenant, id).Scan(&v.Name, &c)
+	err := s.db.QueryRowContext(ctx, s.q(`SELECT profile, created_ms FROM subjects WHERE tenant_id = ? AND id = ?`), tenant, id).Scan(&v.Profile, &c)
 	v.Created = fromMS(c)
 	return v, notFound("subject", err)
+}
+
+// Site returns one site of a tenant.
+func (s *Store) Site(ctx context.Context, tenant registry.TenantID, id registry.SiteID) (registry.Site, error) {
+	v := registry.Site{ID: id, Tenant: tenant}
+	var c int64
+	err := s.db.QueryRowContext(ctx, s.q(`SELECT subject_id, name, created_ms FROM sites WHERE tenant_id = ? AND id = ?`), tenant, id).Scan(&v.Subject, &v.Name, &c)
+	v.Created = fromMS(c)
+	return v, notFound("site", err)
 }
 
 // CreateSite inserts a site; its subject must belong to the same tenant.
@@ -224,15 +243,15 @@ func (s *Store) Device(ctx context.Context, tenant registry.TenantID, id registr
 
 // CreateStream inserts a stream; its key is derived from the device's name.
 func (s *Store) CreateStream(ctx context.Context, v registry.Stream) error {
-	_, err := s.db.ExecContext(ctx, s.q(`INSERT INTO streams (id, tenant_id, device_id, metric, stream_key, category, unit, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`),
-		v.ID, v.Tenant, v.Device, v.Metric, v.Key, v.Category, v.Unit, ms(v.Created))
+	_, err := s.db.ExecContext(ctx, s.q(`INSERT INTO streams (id, tenant_id, subject_id, device_id, metric, stream_key, category, unit, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+		v.ID, v.Tenant, v.Subject, v.Device, v.Metric, v.Key, v.Category, v.Unit, ms(v.Created))
 	if isUnique(err) {
 		return errs.E(errs.Exists, "the device already has a stream for that metric")
 	}
 	return err
 }
 
-const streamCols = `s.id, s.tenant_id, s.device_id, s.metric, s.stream_key, s.category, s.unit, s.created_ms`
+const streamCols = `s.id, s.tenant_id, s.subject_id, s.device_id, s.metric, s.stream_key, s.category, s.unit, s.created_ms`
 
 func scanStreams(rows *sql.Rows) ([]registry.Stream, error) {
 	defer rows.Close()
@@ -240,7 +259,7 @@ func scanStreams(rows *sql.Rows) ([]registry.Stream, error) {
 	for rows.Next() {
 		var v registry.Stream
 		var c int64
-		if err := rows.Scan(&v.ID, &v.Tenant, &v.Device, &v.Metric, &v.Key, &v.Category, &v.Unit, &c); err != nil {
+		if err := rows.Scan(&v.ID, &v.Tenant, &v.Subject, &v.Device, &v.Metric, &v.Key, &v.Category, &v.Unit, &c); err != nil {
 			return nil, err
 		}
 		v.Created = fromMS(c)

@@ -58,10 +58,10 @@ func seed(t *testing.T, s *store.Store, name string) fixture {
 	f.site = registry.Site{ID: registry.SiteID("sit_" + name), Tenant: f.tenant.ID, Subject: f.subject.ID, Name: "home", Created: now}
 	f.connector = registry.Connector{ID: registry.ConnectorID("con_" + name), Tenant: f.tenant.ID, Name: "gw", Status: registry.ConnectorPending, Created: now}
 	f.device = registry.Device{ID: registry.DeviceID("dev_" + name), Tenant: f.tenant.ID, Site: f.site.ID, Connector: f.connector.ID, Name: "meter-" + name, Created: now}
-	f.stream = registry.Stream{ID: registry.StreamID("str_" + name), Tenant: f.tenant.ID, Device: f.device.ID, Metric: "import_w", Key: "meter-" + name + "/import_w", Category: "energy.consumption", Unit: "W", Created: now}
+	f.stream = registry.Stream{ID: registry.StreamID("str_" + name), Tenant: f.tenant.ID, Subject: f.subject.ID, Device: f.device.ID, Metric: "import_w", Key: "meter-" + name + "/import_w", Category: "energy.consumption", Unit: "W", Created: now}
 	for _, err := range []error{
 		s.CreateTenant(ctx, f.tenant),
-		s.CreateSubject(ctx, f.subject),
+		s.CreateSubject(ctx, store.SubjectRow{ID: f.subject.ID, Tenant: f.tenant.ID, Profile: []byte("sealed"), Created: now}),
 		s.CreateSite(ctx, f.site),
 		s.CreateConnector(ctx, f.connector),
 		s.CreateDevice(ctx, f.device),
@@ -206,7 +206,7 @@ func writeChunk(t *testing.T, s *store.Store, f fixture, id [16]byte, minT, maxT
 	t.Helper()
 	dup, err := s.WriteBatches(context.Background(), 1, []series.Batch{{
 		Connector: f.connector.ID, ID: id, Readings: 2,
-		Chunks: []series.Chunk{{Tenant: f.tenant.ID, Stream: f.stream.ID, MinTime: minT, MaxTime: maxT, Count: 2, Data: []byte{1, 2, 3}}},
+		Chunks: []series.Chunk{{Tenant: f.tenant.ID, Subject: f.subject.ID, Stream: f.stream.ID, MinTime: minT, MaxTime: maxT, Count: 2, Data: []byte{1, 2, 3}}},
 	}})
 	if err != nil {
 		t.Fatal(err)
@@ -225,7 +225,7 @@ func testBatches(t *testing.T, s *store.Store) {
 	}
 	// A group holding the same batch twice stores it once.
 	bw := series.Batch{Connector: f.connector.ID, ID: [16]byte{2}, Readings: 2,
-		Chunks: []series.Chunk{{Tenant: f.tenant.ID, Stream: f.stream.ID, MinTime: 5000, MaxTime: 6000, Count: 2, Data: []byte{9}}}}
+		Chunks: []series.Chunk{{Tenant: f.tenant.ID, Subject: f.subject.ID, Stream: f.stream.ID, MinTime: 5000, MaxTime: 6000, Count: 2, Data: []byte{9}}}}
 	dup, err := s.WriteBatches(ctx, 1, []series.Batch{bw, bw})
 	if err != nil || dup[0] || !dup[1] {
 		t.Fatalf("same batch twice in a group: dup=%v err=%v", dup, err)

@@ -4,10 +4,11 @@ CREATE TABLE tenants (
     name       TEXT NOT NULL UNIQUE,
     created_ms BIGINT NOT NULL
 );
+-- profile: name, e-mail and address, sealed under the subject's own key.
 CREATE TABLE subjects (
     id         TEXT PRIMARY KEY,
     tenant_id  TEXT NOT NULL REFERENCES tenants(id),
-    name       TEXT NOT NULL,
+    profile    BYTEA NOT NULL,
     created_ms BIGINT NOT NULL
 );
 CREATE INDEX subjects_tenant ON subjects(tenant_id);
@@ -43,6 +44,7 @@ CREATE TABLE streams (
     id         TEXT PRIMARY KEY,
     tenant_id  TEXT NOT NULL REFERENCES tenants(id),
     device_id  TEXT NOT NULL REFERENCES devices(id),
+    subject_id TEXT NOT NULL,
     metric     TEXT NOT NULL,
     stream_key TEXT NOT NULL,
     category   TEXT NOT NULL,
@@ -87,8 +89,9 @@ CREATE TABLE batches (
 -- pages. The compactor moves them into chunks within seconds.
 CREATE TABLE landing (
     id        BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    tenant_id TEXT NOT NULL,
-    stream_id TEXT NOT NULL,
+    tenant_id  TEXT NOT NULL,
+    subject_id TEXT NOT NULL,
+    stream_id  TEXT NOT NULL,
     min_ms    BIGINT NOT NULL,
     max_ms    BIGINT NOT NULL,
     n         BIGINT NOT NULL,
@@ -97,16 +100,40 @@ CREATE TABLE landing (
 -- Chunks: a stream's readings per time bucket, written by the compactor.
 CREATE TABLE chunks (
     id        BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    tenant_id TEXT NOT NULL,
-    stream_id TEXT NOT NULL,
+    tenant_id  TEXT NOT NULL,
+    subject_id TEXT NOT NULL,
+    stream_id  TEXT NOT NULL,
     min_ms    BIGINT NOT NULL,
     max_ms    BIGINT NOT NULL,
     n         BIGINT NOT NULL,
     data      BYTEA NOT NULL
 );
 CREATE INDEX chunks_stream_time ON chunks(stream_id, min_ms);
+-- Rollups: one row per stream, resolution and period (a UTC day of 15-minute
+-- or hourly buckets, a UTC year of daily or monthly ones), sealed.
+CREATE TABLE rollups (
+    stream_id  TEXT NOT NULL,
+    res        TEXT NOT NULL,
+    period_ms  BIGINT NOT NULL,
+    tenant_id  TEXT NOT NULL,
+    subject_id TEXT NOT NULL,
+    data       BYTEA NOT NULL,
+    PRIMARY KEY (stream_id, res, period_ms)
+);
+-- Erasure evidence: what was erased and when, never the erased data.
+CREATE TABLE erasures (
+    subject_id     TEXT PRIMARY KEY,
+    tenant_id      TEXT NOT NULL,
+    requested_ms   BIGINT NOT NULL,
+    key_destroyed_ms BIGINT NOT NULL,
+    purged_ms      BIGINT NOT NULL DEFAULT 0,
+    streams        TEXT NOT NULL,
+    evidence       TEXT NOT NULL
+);
 
 -- +goose Down
+DROP TABLE erasures;
+DROP TABLE rollups;
 DROP TABLE chunks;
 DROP TABLE landing;
 DROP TABLE batches;
