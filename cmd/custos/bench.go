@@ -56,13 +56,77 @@ appended to a plain file with the same group-commit fsync policy (the disk's lim
 	f.IntVar(&cfg.Batch, "batch", 1000, "readings per batch")
 	f.IntVar(&cfg.Streams, "streams", 10, "streams per connector")
 	f.DurationVar(&cfg.Duration, "duration", 10*time.Second, "how long to offer load")
+	f.BoolVar(&cfg.ComparePlaintext, "compare-plaintext", false, "first run the same load against a hub that does not seal, and report both")
 	f.Float64Var(&cfg.Rate, "rate", 0, "offer this many readings/s in total (paced, open loop); 0 saturates")
 	f.StringVar(&cfg.Dir, "dir", "", "data directory (default: a temporary one, removed afterwards)")
 	f.StringVar(&cfg.PostgresDSN, "postgres-dsn", "", "run the hub on PostgreSQL at this DSN")
 	f.BoolVar(&asJSON, "json", false, "print one JSON line")
 	f.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the load phase (hub and connectors) to this file")
-	cmd.AddCommand(ingest)
+	cmd.AddCommand(ingest, newBenchQuery(), newBenchErase())
 	return cmd
+}
+
+func newBenchQuery() *cobra.Command {
+	var dir string
+	var n int
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "query",
+		Short: "Read latency through the API: a year of daily rollups of a household, a day of raw 1 s readings",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			progress := cmd.ErrOrStderr()
+			if asJSON {
+				progress = io.Discard
+			}
+			r, err := bench.Query(cmd.Context(), dir, n, progress)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return json.NewEncoder(cmd.OutOrStdout()).Encode(r)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "\nquery: %d queries each, sealed store\n                                          store read path        through the HTTPS API\n  a year of daily rollups (3 streams)     p50 %6.2f p99 %6.2f   p50 %6.2f p99 %6.2f ms\n  a day of raw 1 s readings (%d)       p50 %6.2f p99 %6.2f   p50 %6.2f p99 %6.2f ms\n",
+				r.Queries, r.P50DailyYearMS, r.P99DailyYearMS, r.APIP50DailyYearMS, r.APIP99DailyYearMS,
+				r.RawDayReadings, r.P50RawDayMS, r.P99RawDayMS, r.APIP50RawDayMS, r.APIP99RawDayMS)
+			return nil
+		},
+	}
+	c.Flags().StringVar(&dir, "dir", "", "data directory (default: a temporary one, removed afterwards)")
+	c.Flags().IntVar(&n, "queries", 200, "queries of each kind")
+	c.Flags().BoolVar(&asJSON, "json", false, "print one JSON line")
+	return c
+}
+
+func newBenchErase() *cobra.Command {
+	var dir string
+	var large int
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "erase",
+		Short: "Erasure time for a subject with 1,000 readings and one with many (default 10 million)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			progress := cmd.ErrOrStderr()
+			if asJSON {
+				progress = io.Discard
+			}
+			r, err := bench.Erase(cmd.Context(), dir, large, progress)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return json.NewEncoder(cmd.OutOrStdout()).Encode(r)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "\nerase: %d readings in %.2f ms, %d readings in %.2f ms (ratio %.2f)\n",
+				r.SmallReadings, r.EraseSmallMS, r.LargeReadings, r.EraseLargeMS, r.Ratio)
+			return nil
+		},
+	}
+	c.Flags().StringVar(&dir, "dir", "", "data directory (default: a temporary one, removed afterwards)")
+	c.Flags().IntVar(&large, "large", 10_000_000, "readings of the large subject")
+	c.Flags().BoolVar(&asJSON, "json", false, "print one JSON line")
+	return c
 }
 
 func printIngest(w io.Writer, r bench.IngestResult) {
@@ -76,6 +140,9 @@ ingest: %d connectors x %d readings per batch, %d streams each, %.1f s, store %s
   grouped          %.0f readings/s: plain file, one fdatasync per group of pending batches (ratio %.2f)
 `, r.Connectors, r.Batch, r.Streams, r.DurationS, r.Store, r.Readings, r.StoredReadings, r.Errors,
 		r.ReadingsPerSec, r.P50BatchMS, r.P99BatchMS, r.DiskBytesPerReading, r.BaselinePerSec, r.RatioToBaseline, r.GroupedPerSec, r.RatioToGrouped)
+	if r.PlaintextPerSec > 0 {
+		fmt.Fprintf(w, "  sealing off      %.0f readings/s (same load, first run); sealed runs at %.2f of it\n", r.PlaintextPerSec, r.SealedToPlaintext)
+	}
 	if r.OfferedPerSec > 0 {
 		fmt.Fprintf(w, "  offered          %.0f readings/s (paced)\n", r.OfferedPerSec)
 	}

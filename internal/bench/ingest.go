@@ -57,6 +57,13 @@ type IngestConfig struct {
 	Progress io.Writer
 	// CPUProfile, if set, receives a CPU profile of the load phase only.
 	CPUProfile io.Writer
+	// Plaintext runs the hub without sealing (to measure its cost).
+	Plaintext bool
+	// ComparePlaintext first runs the same load against a hub that does not
+	// seal, then the normal run, and reports both.
+	ComparePlaintext bool
+
+	skipBaselines bool
 }
 
 // IngestResult is the outcome of an ingest run.
@@ -77,6 +84,9 @@ type IngestResult struct {
 	GroupedPerSec       float64 `json:"baseline_grouped_readings_per_sec"`
 	RatioToGrouped      float64 `json:"ratio_to_grouped_baseline"`
 	OfferedPerSec       float64 `json:"offered_readings_per_sec,omitempty"`
+	Sealed              bool    `json:"sealed"`
+	PlaintextPerSec     float64 `json:"plaintext_readings_per_sec,omitempty"`
+	SealedToPlaintext   float64 `json:"sealed_to_plaintext_ratio,omitempty"`
 	Store               string  `json:"store"`
 }
 
@@ -102,9 +112,27 @@ func (c *IngestConfig) defaults() {
 }
 
 // Ingest runs the ingest benchmark.
-func Ingest(ctx context.Context, cfg IngestConfig) (IngestResult, error) {
+func Ingest(ctx context.Context, cfg IngestConfig) (res IngestResult, err error) {
 	cfg.defaults()
-	res := IngestResult{Connectors: cfg.Connectors, Batch: cfg.Batch, Streams: cfg.Streams, Store: "sqlite"}
+	var plain IngestResult
+	if cfg.ComparePlaintext {
+		pc := cfg
+		pc.ComparePlaintext, pc.Plaintext, pc.skipBaselines, pc.CPUProfile = false, true, true, nil
+		fmt.Fprintf(cfg.Progress, "first run: sealing off\n")
+		if plain, err = Ingest(ctx, pc); err != nil {
+			return plain, err
+		}
+		fmt.Fprintf(cfg.Progress, "second run: sealing on\n")
+	}
+	res = IngestResult{Connectors: cfg.Connectors, Batch: cfg.Batch, Streams: cfg.Streams, Store: "sqlite", Sealed: !cfg.Plaintext}
+	if cfg.ComparePlaintext {
+		defer func() {
+			res.PlaintextPerSec = plain.ReadingsPerSec
+			if plain.ReadingsPerSec > 0 {
+				res.SealedToPlaintext = res.ReadingsPerSec / plain.ReadingsPerSec
+			}
+		}()
+	}
 	if cfg.Batch%cfg.Streams != 0 {
 		return res, fmt.Errorf("batch size %d must be a multiple of the streams per connector (%d)", cfg.Batch, cfg.Streams)
 	}
@@ -118,7 +146,7 @@ func Ingest(ctx context.Context, cfg IngestConfig) (IngestResult, error) {
 		dir = d
 	}
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	hcfg := hub.Config{DataDir: filepath.Join(dir, "hub"), APIAddr: "127.0.0.1:0", DeviceAddr: "127.0.0.1:0", Log: quiet}
+	hcfg := hub.Config{DataDir: filepath.Join(dir, "hub"), APIAddr: "127.0.0.1:0", DeviceAddr: "127.0.0.1:0", Log: quiet, Plaintext: cfg.Plaintext}
 	if cfg.PostgresDSN != "" {
 		hcfg.PostgresDSN = cfg.PostgresDSN
 		hcfg.PostgresSchema = fmt.Sprintf("custos_bench_%d", time.Now().UnixNano())
@@ -218,6 +246,9 @@ func Ingest(ctx context.Context, cfg IngestConfig) (IngestResult, error) {
 		res.DiskBytesPerReading = float64(dbBytes(h)-before) / float64(stored)
 	}
 
+	if cfg.skipBaselines {
+		return res, nil
+	}
 	fmt.Fprintf(cfg.Progress, "measuring the plain-file baselines for %s each...\n", cfg.BaselineDuration)
 	base, err := BaselineDurable(filepath.Join(dir, "baseline"), cfg.Batch, cfg.BaselineDuration)
 	if err != nil {

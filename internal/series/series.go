@@ -157,6 +157,21 @@ func Read(ctx context.Context, src ChunkSource, q Query) (Page, error) {
 			}
 			return false, nil
 		}
+		if got == nil {
+			got = make([]wire.Reading, 0, min(c.Count*32, q.Limit+int(skip)+1, 1<<20))
+		}
+		if c.MinTime >= from && c.MaxTime < q.To {
+			// Wholly inside the range (the common case): decode in place.
+			n := len(got)
+			if got, err = wire.DecodeBlock(block, got); err != nil {
+				integrity = errs.E(op, errs.Integrity, fmt.Sprintf("a chunk of stream %s cannot be decoded", q.Stream))
+				return false, nil
+			}
+			if len(got) > n {
+				latest = max(latest, c.MaxTime)
+			}
+			return true, nil
+		}
 		buf, err = wire.DecodeBlock(block, buf[:0])
 		if err != nil {
 			integrity = errs.E(op, errs.Integrity, fmt.Sprintf("a chunk of stream %s cannot be decoded", q.Stream))
@@ -179,7 +194,9 @@ func Read(ctx context.Context, src ChunkSource, q Query) (Page, error) {
 	// Readings of equal time are ordered by what they hold, not where they
 	// are stored, so a cursor's rank means the same on the next page even
 	// if the compactor moved them in between.
-	slices.SortFunc(got, compareReadings)
+	if !slices.IsSortedFunc(got, compareReadings) {
+		slices.SortFunc(got, compareReadings)
+	}
 	// Skip the readings of the cursor's time that earlier pages returned.
 	start := 0
 	for start < len(got) && int64(start) < skip && got[start].Time == from {

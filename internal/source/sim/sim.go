@@ -257,3 +257,14 @@ func (s *Sim) value(st stream, t int64) float64 {
 		return math.Round(1800*winter + 60*s.noise(st.key, t, 4))
 	}
 }
+
+// Value is the simulated value of the stream with the given key at time t
+// (Unix ms), or 0 for a key the household does not have.
+func (s *Sim) Value(key string, t int64) float64 {
+	for _, st := range s.streams {
+		if st.key == key {
+			return s.value(st, t)
+		}
+	}
+	return 0
+}
