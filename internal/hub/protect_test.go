@@ -566,4 +566,3 @@ func TestAggregatesMatchRaw(t *testing.T) {
 		}
 	}
 }
-
