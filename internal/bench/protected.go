@@ -261,6 +261,8 @@ func Erase(ctx context.Context, dir string, large int, progress io.Writer) (Eras
 		if _, err := b.h.Store.DB().ExecContext(ctx, "PRAGMA wal_checkpoint(TRUNCATE)"); err != nil {
 			return 0, err
 		}
+		syncDisk() // and let the OS write back what the loading left dirty
+		time.Sleep(200 * time.Millisecond)
 		t := time.Now()
 		if _, err := b.c.EraseSubject(ctx, b.ten, hh.Subject.ID); err != nil {
 			return 0, err
@@ -270,12 +272,28 @@ func Erase(ctx context.Context, dir string, large int, progress io.Writer) (Eras
 	if _, err := measure("warm-up", 300); err != nil {
 		return res, err
 	}
-	if res.EraseSmallMS, err = measure("house-small", res.SmallReadings); err != nil {
-		return res, err
+	// Small subjects before and after the large one; their median is the
+	// reference, so disk noise of the moment does not decide the ratio.
+	var small []float64
+	for i := range 2 {
+		ms, err := measure(fmt.Sprintf("house-small-%d", i), res.SmallReadings)
+		if err != nil {
+			return res, err
+		}
+		small = append(small, ms)
 	}
 	if res.EraseLargeMS, err = measure("house-large", res.LargeReadings); err != nil {
 		return res, err
 	}
+	for i := 2; i < 5; i++ {
+		ms, err := measure(fmt.Sprintf("house-small-%d", i), res.SmallReadings)
+		if err != nil {
+			return res, err
+		}
+		small = append(small, ms)
+	}
+	slices.Sort(small)
+	res.EraseSmallMS = small[len(small)/2]
 	if res.EraseSmallMS > 0 {
 		res.Ratio = res.EraseLargeMS / res.EraseSmallMS
 	}
