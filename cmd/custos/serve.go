@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/custos-iot/custos/internal/hub"
+	"github.com/custos-iot/custos/internal/seal/pkcs11"
 )
 
 // fileConfig is the hub's configuration file (JSON). Every field is
@@ -26,6 +27,11 @@ type fileConfig struct {
 	EnrolTokenTTL  string   `json:"enrol_token_ttl"`
 	CertLifetime   string   `json:"cert_lifetime"`
 	LogLevel       string   `json:"log_level"`
+	KeyDir         string   `json:"key_dir"`
+	KEKFile        string   `json:"kek_file"`
+	HSMModule      string   `json:"hsm_module"`
+	HSMToken       string   `json:"hsm_token"`
+	HSMKeyLabel    string   `json:"hsm_key_label"`
 }
 
 func newServe() *cobra.Command {
@@ -89,6 +95,11 @@ which it prints once (and writes to --initial-token-file if given).`,
 	f.StringVar(&fc.EnrolTokenTTL, "enrol-token-ttl", "", "validity of enrolment tokens (default 24h)")
 	f.StringVar(&fc.CertLifetime, "cert-lifetime", "", "lifetime of connector certificates (default 24h)")
 	f.StringVar(&fc.LogLevel, "log-level", "", "debug, info, warn or error (default info)")
+	f.StringVar(&fc.KeyDir, "key-dir", "", "key store directory, kept apart from the data (default <data-dir>/keys)")
+	f.StringVar(&fc.KEKFile, "kek-file", "", "local key-encryption key file (default <key-dir>/kek.json; created on first start)")
+	f.StringVar(&fc.HSMModule, "hsm-module", "", "PKCS#11 module: take the key-encryption key from an HSM (PIN in CUSTOS_HSM_PIN)")
+	f.StringVar(&fc.HSMToken, "hsm-token", "", "PKCS#11 token label")
+	f.StringVar(&fc.HSMKeyLabel, "hsm-key-label", "custos-kek", "PKCS#11 key label (created if missing)")
 	return cmd
 }
 
@@ -113,6 +124,11 @@ func resolveConfig(cmd *cobra.Command, file, flags fileConfig) (hub.Config, erro
 		EnrolTokenTTL:  pick("enrol-token-ttl", "CUSTOS_ENROL_TOKEN_TTL", flags.EnrolTokenTTL, file.EnrolTokenTTL),
 		CertLifetime:   pick("cert-lifetime", "CUSTOS_CERT_LIFETIME", flags.CertLifetime, file.CertLifetime),
 		LogLevel:       pick("log-level", "CUSTOS_LOG_LEVEL", flags.LogLevel, file.LogLevel),
+		KeyDir:         pick("key-dir", "CUSTOS_KEY_DIR", flags.KeyDir, file.KeyDir),
+		KEKFile:        pick("kek-file", "CUSTOS_KEK_FILE", flags.KEKFile, file.KEKFile),
+		HSMModule:      pick("hsm-module", "CUSTOS_HSM_MODULE", flags.HSMModule, file.HSMModule),
+		HSMToken:       pick("hsm-token", "CUSTOS_HSM_TOKEN", flags.HSMToken, file.HSMToken),
+		HSMKeyLabel:    pick("hsm-key-label", "CUSTOS_HSM_KEY_LABEL", flags.HSMKeyLabel, file.HSMKeyLabel),
 		Names:          file.Names,
 	}
 	if v := os.Getenv("CUSTOS_NAMES"); v != "" {
@@ -124,6 +140,19 @@ func resolveConfig(cmd *cobra.Command, file, flags fileConfig) (hub.Config, erro
 	cfg := hub.Config{
 		DataDir: c.DataDir, PostgresDSN: c.PostgresDSN, PostgresSchema: c.PostgresSchema,
 		APIAddr: c.APIAddr, DeviceAddr: c.DeviceAddr, Names: c.Names, DeviceURL: c.DeviceURL,
+		KeyDir: c.KeyDir, KEKFile: c.KEKFile,
+	}
+	if c.HSMModule != "" {
+		if c.HSMToken == "" {
+			return cfg, fmt.Errorf("--hsm-token is required with --hsm-module")
+		}
+		label := c.HSMKeyLabel
+		if label == "" {
+			label = "custos-kek"
+		}
+		// The PIN comes only from the environment: never from a flag
+		// (process list) or the configuration file.
+		cfg.HSM = &pkcs11.Config{Module: c.HSMModule, TokenLabel: c.HSMToken, PIN: os.Getenv("CUSTOS_HSM_PIN"), KeyLabel: label}
 	}
 	var err error
 	if cfg.EnrolTokenTTL, err = optDuration("enrol token TTL", c.EnrolTokenTTL); err != nil {
