@@ -21,6 +21,8 @@ import (
 	"time"
 
 	"github.com/custos-iot/custos/internal/source"
+	"github.com/custos-iot/custos/internal/source/mqtt"
+	"github.com/custos-iot/custos/internal/source/p1"
 	"github.com/custos-iot/custos/internal/source/sim"
 	"github.com/custos-iot/custos/internal/spool"
 	"github.com/custos-iot/custos/internal/uplink"
@@ -48,6 +50,10 @@ type Config struct {
 	Spool SpoolConfig `json:"spool"`
 	// Simulators are simulated households.
 	Simulators []sim.Config `json:"simulators,omitempty"`
+	// P1 are smart-meter P1 ports (DSMR 5 / e-MUCS), serial or TCP bridge.
+	P1 []p1.Config `json:"p1,omitempty"`
+	// MQTT are MQTT brokers: Home Assistant, Tasmota, Shelly, plain topics.
+	MQTT []mqtt.Config `json:"mqtt,omitempty"`
 	// Log is the operational log. Default slog.Default().
 	Log *slog.Logger `json:"-"`
 }
@@ -152,8 +158,28 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 		}
 		a.sources = append(a.sources, s)
 	}
+	for _, pc := range cfg.P1 {
+		if pc.Log == nil {
+			pc.Log = cfg.Log
+		}
+		s, err := p1.New(pc)
+		if err != nil {
+			return nil, err
+		}
+		a.sources = append(a.sources, s)
+	}
+	for _, mc := range cfg.MQTT {
+		if mc.Log == nil {
+			mc.Log = cfg.Log
+		}
+		s, err := mqtt.New(mc)
+		if err != nil {
+			return nil, err
+		}
+		a.sources = append(a.sources, s)
+	}
 	if len(a.sources) == 0 {
-		return nil, errors.New("agent: no sources configured")
+		return nil, errors.New("agent: no sources configured (simulators, p1 or mqtt)")
 	}
 	if a.replays() && len(a.sources) > 1 {
 		return nil, errors.New("agent: a simulator replaying history (start set) must be the only source")
