@@ -67,7 +67,8 @@ func TestLayering(t *testing.T) {
 	adapters := []string{"internal/store", "internal/api", "internal/hub", "internal/agent", "internal/client", "internal/bench"}
 	domain := []string{"internal/errs", "internal/registry", "internal/series", "internal/ingest", "internal/wire",
 		"internal/spool", "internal/enrol", "internal/pki", "internal/source", "internal/source/sim", "internal/uplink",
-		"internal/rollup", "internal/seal"}
+		"internal/rollup", "internal/seal", "internal/access", "internal/audit", "internal/plausibility",
+		"internal/source/p1", "internal/source/mqtt"}
 	roots := map[string][]string{
 		mod + "internal/hub":   {mod + "cmd/custos", mod + "internal/bench"},
 		mod + "internal/agent": {mod + "cmd/custos", mod + "cmd/custos-agent"},
