@@ -441,25 +441,7 @@ when that finished.`,
 	read.Flags().IntVar(&limit, "limit", 1000, "at most this many readings")
 	read.Flags().StringVar(&resolution, "resolution", "raw", "raw, or aggregates at 15m, 1h, 1d or 1mo")
 
-	keysCmd := &cobra.Command{Use: "keys", Short: "Key management"}
-	keysCmd.AddCommand(&cobra.Command{
-		Use: "status", Short: "Show the key store: subjects, KEK versions, rolls in progress", Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
-			var st map[string]any
-			if err := c.Do(cmd.Context(), "GET", "/v1/keys", nil, &st); err != nil {
-				return err
-			}
-			enc := json.NewEncoder(cmd.OutOrStdout())
-			enc.SetIndent("", "  ")
-			return enc.Encode(st)
-		},
-	})
-
-	return []*cobra.Command{tenantCmd, subjectCmd, siteCmd, connCmd, devCmd, streamCmd, read, keysCmd}
+	return []*cobra.Command{tenantCmd, subjectCmd, siteCmd, connCmd, devCmd, streamCmd, read, keysCommand(g)}
 }
 
 func printOffer(g *globals, w io.Writer, id registry.ConnectorID, token string, exp time.Time, v any) error {

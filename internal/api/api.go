@@ -43,6 +43,9 @@ type Config struct {
 	// Purge is called after an erasure so the subject's sealed rows are
 	// deleted in the background. Optional.
 	Purge func()
+	// KeyJobs runs key rotations and rolls (POST /v1/keys/...). Optional:
+	// without it those routes answer 503.
+	KeyJobs KeyJobs
 	// DeviceURL is the device endpoint's address as connectors reach it,
 	// handed to connectors at enrolment. Optional.
 	DeviceURL string

@@ -114,6 +114,7 @@ type Hub struct {
 	sealer    series.Sealer
 	purge     chan struct{}
 	kek       interface{ Close() error }
+	rot       *rotator
 	api       *api.API
 
 	apiLn, devLn net.Listener
@@ -176,6 +177,7 @@ func New(ctx context.Context, cfg Config) (_ *Hub, err error) {
 	h.api = api.New(api.Config{
 		Store: h.Store, Authority: h.Authority, Ingest: h.Ingest, Keys: h.Keys, Sealer: h.sealer, DeviceURL: deviceURL,
 		Purge:         h.requestPurge,
+		KeyJobs:       h.rot,
 		EnrolTokenTTL: cfg.EnrolTokenTTL, CertLifetime: cfg.CertLifetime,
 		Now: cfg.Now, Rand: cfg.Rand, Log: cfg.Log,
 	})
@@ -192,31 +194,16 @@ func (h *Hub) openKeys(ctx context.Context) error {
 	if err := os.MkdirAll(cfg.KeyDir, 0o700); err != nil {
 		return fmt.Errorf("hub: key directory: %w", err)
 	}
-	var kek seal.KEK
-	if cfg.HSM != nil {
-		k, err := pkcs11.Open(*cfg.HSM)
-		if err != nil {
-			return err
-		}
-		h.kek, kek = k, k
-	} else {
-		if cfg.KEKFile == "" {
-			cfg.KEKFile = filepath.Join(cfg.KeyDir, "kek.json")
-		}
-		k, err := seal.LoadOrCreateFileKEK(cfg.KEKFile)
-		if err != nil {
-			return err
-		}
-		kek = k
+	if cfg.KEKFile == "" {
+		cfg.KEKFile = filepath.Join(cfg.KeyDir, "kek.json")
 	}
-	var old []seal.KEK
-	for _, f := range cfg.OldKEKFiles {
-		k, err := seal.LoadOrCreateFileKEK(f)
-		if err != nil {
-			return err
-		}
-		old = append(old, k)
+	// The current KEK version (kek-current) and every earlier one found;
+	// see rotate.go.
+	kek, old, current, err := h.openKEKs(cfg)
+	if err != nil {
+		return err
 	}
+	h.rot = &rotator{h: h, keyDir: cfg.KeyDir, hsm: cfg.HSM, ring: h.kek.(*kekRing), current: current}
 	kc := seal.Config{Path: filepath.Join(cfg.KeyDir, "keys.db"), KEK: kek, Old: old, Now: cfg.Now}
 	if cfg.PostgresDSN != "" {
 		schema := cfg.PostgresSchema
@@ -342,6 +329,7 @@ func (h *Hub) Run(ctx context.Context) error {
 	}()
 
 	go h.refreshServerCert(compactCtx)
+	h.rot.start(compactCtx) // key rotation jobs, resuming unfinished ones
 	purgeDone := make(chan struct{})
 	go func() {
 		h.purger(compactCtx)
@@ -370,6 +358,7 @@ func (h *Hub) Run(ctx context.Context) error {
 	stopCompactor()
 	<-compactDone
 	<-purgeDone
+	h.rot.wait()
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
 	}

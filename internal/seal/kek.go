@@ -73,6 +73,18 @@ func LoadOrCreateFileKEK(path string) (*FileKEK, error) {
 	return k, nil
 }
 
+// LoadFileKEK loads the KEK keyset at path with the checks of
+// LoadOrCreateFileKEK, but never creates one: an earlier KEK version that
+// is missing must be reported (errors.Is(err, fs.ErrNotExist)), not
+// replaced by a fresh key that unwraps nothing.
+func LoadFileKEK(path string) (*FileKEK, error) {
+	k, err := loadFileKEK(path)
+	if err != nil {
+		return nil, errs.E(errs.Op("seal.LoadFileKEK"), err)
+	}
+	return k, nil
+}
+
 func loadFileKEK(path string) (*FileKEK, error) {
 	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
 	if err != nil {

@@ -65,9 +65,11 @@ type Keys struct {
 	db   *sql.DB
 	pg   bool
 	path string
-	kek  KEK
-	keks map[string]KEK // by ID: kek and Old
 	now  func() time.Time
+
+	kmu  sync.RWMutex   // guards kek and keks (UseKEK swaps them online)
+	kek  KEK            // the current KEK
+	keks map[string]KEK // by ID: kek and every earlier one
 	ttl  time.Duration
 	max  int
 
@@ -161,17 +163,66 @@ func wrapAD(t registry.TenantID, s registry.SubjectID) []byte {
 	return b
 }
 
-// wrap encrypts h under the current KEK.
-func (k *Keys) wrap(h *keyset.Handle, t registry.TenantID, s registry.SubjectID) ([]byte, error) {
+// current returns the current KEK.
+func (k *Keys) current() KEK {
+	k.kmu.RLock()
+	defer k.kmu.RUnlock()
+	return k.kek
+}
+
+// UseKEK makes kek the current KEK, online: keysets created or rewritten
+// from now on are wrapped under it, while every KEK used before stays able
+// to unwrap. It is safe to call concurrently with every other method.
+// Follow it with RotateKEK to rewrap the existing keysets. Making an
+// earlier KEK current again is allowed (a rollback): a KEK whose ID is
+// known already makes the known instance current.
+func (k *Keys) UseKEK(kek KEK) error {
+	const op errs.Op = "seal.UseKEK"
+	if kek == nil || kek.ID() == "" {
+		return errs.E(op, errs.Invalid, "the new KEK is nil or has no ID")
+	}
+	k.kmu.Lock()
+	defer k.kmu.Unlock()
+	if prev, ok := k.keks[kek.ID()]; ok {
+		kek = prev
+	}
+	keks := make(map[string]KEK, len(k.keks)+1)
+	for id, v := range k.keks {
+		keks[id] = v
+	}
+	keks[kek.ID()] = kek
+	k.kek, k.keks = kek, keks
+	return nil
+}
+
+// KEKs returns the IDs of the KEKs this key store can unwrap with, the
+// current one first.
+func (k *Keys) KEKs() []string {
+	k.kmu.RLock()
+	defer k.kmu.RUnlock()
+	ids := []string{k.kek.ID()}
+	for id := range k.keks {
+		if id != k.kek.ID() {
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids[1:])
+	return ids
+}
+
+// wrap encrypts h under the current KEK and returns the ID of the KEK it
+// used, to be stored with the wrapped keyset.
+func (k *Keys) wrap(h *keyset.Handle, t registry.TenantID, s registry.SubjectID) ([]byte, string, error) {
+	kek := k.current()
 	var buf bytes.Buffer
-	rec := &recordingKEK{KEK: k.kek}
+	rec := &recordingKEK{KEK: kek}
 	if err := h.WriteWithAssociatedData(keyset.NewBinaryWriter(&buf), rec, wrapAD(t, s)); err != nil {
 		if rec.err != nil && errs.Is(errs.Unavailable, rec.err) {
-			return nil, errs.E(errs.Unavailable, fmt.Errorf("wrap keyset of %s under KEK %s: %w", s, k.kek.ID(), rec.err))
+			return nil, "", errs.E(errs.Unavailable, fmt.Errorf("wrap keyset of %s under KEK %s: %w", s, kek.ID(), rec.err))
 		}
-		return nil, fmt.Errorf("wrap keyset of %s under KEK %s failed", s, k.kek.ID())
+		return nil, "", fmt.Errorf("wrap keyset of %s under KEK %s failed", s, kek.ID())
 	}
-	return buf.Bytes(), nil
+	return buf.Bytes(), kek.ID(), nil
 }
 
 // unwrap decrypts a stored keyset. A keyset that does not authenticate
@@ -180,7 +231,9 @@ func (k *Keys) wrap(h *keyset.Handle, t registry.TenantID, s registry.SubjectID)
 // Unavailable; a KEK that is not configured is Unavailable too, with a
 // message saying to configure it.
 func (k *Keys) unwrap(r *row, s registry.SubjectID) (*keyset.Handle, error) {
+	k.kmu.RLock()
 	kek, ok := k.keks[r.kekID]
+	k.kmu.RUnlock()
 	if !ok {
 		return nil, errs.E(errs.Unavailable, fmt.Sprintf("keyset of %s is wrapped under KEK %s, which is not configured (add it to the old KEKs)", s, r.kekID))
 	}
@@ -271,7 +324,7 @@ func (k *Keys) Create(ctx context.Context, t registry.TenantID, s registry.Subje
 	if err != nil {
 		return errs.E(op, fmt.Errorf("generate keyset: %w", err))
 	}
-	wrapped, err := k.wrap(h, t, s)
+	wrapped, kekID, err := k.wrap(h, t, s)
 	if err != nil {
 		return errs.E(op, err)
 	}
@@ -280,7 +333,7 @@ func (k *Keys) Create(ctx context.Context, t registry.TenantID, s registry.Subje
 	res, err := k.db.ExecContext(ctx, k.q(`INSERT INTO subject_keys
 		(subject_id, tenant_id, kek_id, wrapped, created_ms, updated_ms, primary_key_id, primary_ms, key_count, key_ids)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (subject_id) DO NOTHING`),
-		string(s), string(t), k.kek.ID(), wrapped, now, now, int64(primary), now, len(ids), formatKeyIDs(ids))
+		string(s), string(t), kekID, wrapped, now, now, int64(primary), now, len(ids), formatKeyIDs(ids))
 	if err != nil {
 		return errs.E(op, errs.Unavailable, fmt.Errorf("store keyset of %s: %w", s, err))
 	}

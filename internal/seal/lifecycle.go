@@ -187,7 +187,7 @@ func (k *Keys) update(ctx context.Context, s registry.SubjectID, change func(r *
 		if h, err = m.Handle(); err != nil {
 			return nil, fmt.Errorf("keyset of %s: %w", s, err)
 		}
-		wrapped, err := k.wrap(h, r.tenant, s)
+		wrapped, kekID, err := k.wrap(h, r.tenant, s)
 		if err != nil {
 			return nil, err
 		}
@@ -200,7 +200,7 @@ func (k *Keys) update(ctx context.Context, s registry.SubjectID, change func(r *
 		err = k.tx(ctx, func(tx *sql.Tx) error {
 			res, err := tx.ExecContext(ctx, k.q(`UPDATE subject_keys SET kek_id = ?, wrapped = ?, updated_ms = ?,
 				primary_key_id = ?, primary_ms = ?, key_count = ?, key_ids = ? WHERE subject_id = ? AND wrapped = ?`),
-				k.kek.ID(), wrapped, now.UnixMilli(), int64(primary), primaryMS, len(ids), formatKeyIDs(ids), string(s), r.wrapped)
+				kekID, wrapped, now.UnixMilli(), int64(primary), primaryMS, len(ids), formatKeyIDs(ids), string(s), r.wrapped)
 			if err != nil {
 				return errs.E(errs.Unavailable, fmt.Errorf("write keyset of %s: %w", s, err))
 			}
@@ -301,14 +301,15 @@ func (k *Keys) Retire(ctx context.Context, s registry.SubjectID) error {
 	return nil
 }
 
-// RotateKEK rewraps every keyset not yet under the current KEK (Config.KEK),
-// calling progress(done, total) after each one if progress is non-nil. It
-// runs online: Seal, Open, Roll and Retire keep working during it, and it can
-// be interrupted (ctx) and run again. When it returns nil, the KEKs in
-// Config.Old are no longer needed by this key store.
+// RotateKEK rewraps every keyset not yet under the current KEK (Config.KEK,
+// or the last UseKEK), calling progress(done, total) after each one if
+// progress is non-nil. It runs online: Seal, Open, Roll and Retire keep
+// working during it, and it can be interrupted (ctx) and run again. When it
+// returns nil, the earlier KEKs are no longer needed by this key store,
+// unless UseKEK was called again meanwhile: then run it again.
 func (k *Keys) RotateKEK(ctx context.Context, progress func(done, total int)) error {
 	const op errs.Op = "seal.RotateKEK"
-	cur := k.kek.ID()
+	cur := k.current().ID()
 	var total int
 	if err := k.db.QueryRowContext(ctx, k.q(`SELECT COUNT(*) FROM subject_keys WHERE kek_id <> ?`), cur).Scan(&total); err != nil {
 		return errs.E(op, errs.Unavailable, fmt.Errorf("count keysets to rewrap: %w", err))
@@ -383,7 +384,7 @@ type Status struct {
 // Status reports counts; it reads no key material.
 func (k *Keys) Status(ctx context.Context) (Status, error) {
 	const op errs.Op = "seal.Status"
-	st := Status{ByKEK: map[string]int{}, Current: k.kek.ID()}
+	st := Status{ByKEK: map[string]int{}, Current: k.current().ID()}
 	rows, err := k.db.QueryContext(ctx, `SELECT kek_id, COUNT(*), SUM(CASE WHEN key_count > 1 THEN 1 ELSE 0 END) FROM subject_keys GROUP BY kek_id`)
 	if err != nil {
 		return Status{}, errs.E(op, errs.Unavailable, err)

@@ -26,6 +26,10 @@ type Config struct {
 	KeyLabel string
 	// Sessions bounds the sessions opened for concurrent use. Default 4.
 	Sessions int
+	// Existing makes Open fail with a NotFound error when no key has
+	// KeyLabel, instead of generating one: for earlier KEK versions, which
+	// must never be replaced by a fresh key.
+	Existing bool
 }
 
 // ErrNoCgo is returned by Open in a binary built without cgo.

@@ -127,7 +127,7 @@ func (k *KEK) open(cfg Config) error {
 		}
 		return errs.E(errs.Unavailable, fmt.Errorf("log in to token %q: %w", cfg.TokenLabel, err))
 	}
-	k.key, err = k.findOrCreateKey(k.all[0], cfg.KeyLabel)
+	k.key, err = k.findOrCreateKey(k.all[0], cfg.KeyLabel, !cfg.Existing)
 	return err
 }
 
@@ -148,13 +148,16 @@ func (k *KEK) findSlot(label string) (uint, error) {
 	return 0, errs.E(errs.NotFound, fmt.Sprintf("no PKCS#11 token labelled %q", label))
 }
 
-func (k *KEK) findOrCreateKey(sh p11.SessionHandle, label string) (p11.ObjectHandle, error) {
+func (k *KEK) findOrCreateKey(sh p11.SessionHandle, label string, create bool) (p11.ObjectHandle, error) {
 	found, err := k.find(sh, label)
 	if err != nil {
 		return 0, err
 	}
 	switch len(found) {
 	case 0:
+		if !create {
+			return 0, errs.E(errs.NotFound, fmt.Sprintf("no secret key is labelled %q on the token", label))
+		}
 		return k.generate(sh, label)
 	case 1:
 		return found[0], k.checkKey(sh, found[0], label)
