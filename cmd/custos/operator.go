@@ -277,9 +277,20 @@ when that finished.`,
 			if err != nil {
 				return err
 			}
-			return g.show(cmd.OutOrStdout(), vs, []string{"ID", "NAME", "STATUS", "CERT EXPIRES", "LAST SEEN"}, func(i int) []string {
+			return g.show(cmd.OutOrStdout(), vs, []string{"ID", "NAME", "STATUS", "VERSION", "CERT EXPIRES", "LAST SEEN", "SPOOL", "DROPPED", "SOURCES"}, func(i int) []string {
 				v := vs[i]
-				return []string{string(v.ID), v.Name, string(v.Status), when(v.CertExpiry), when(v.LastSeen)}
+				version, spool, dropped, sources := "-", "-", "-", "-"
+				if h := v.Health; h != nil {
+					version = h.Version
+					spool = fmt.Sprintf("%d (%s)", h.SpoolRecords, bytesHuman(h.SpoolBytes))
+					dropped = fmt.Sprint(h.Dropped)
+					var ss []string
+					for _, s := range h.Sources {
+						ss = append(ss, s.Name+":"+s.Status)
+					}
+					sources = strings.Join(ss, ",")
+				}
+				return []string{string(v.ID), v.Name, string(v.Status), version, when(v.CertExpiry), when(v.LastSeen), spool, dropped, sources}
 			}, len(vs))
 		},
 	}
@@ -450,4 +461,16 @@ func printOffer(g *globals, w io.Writer, id registry.ConnectorID, token string, 
 	}
 	fmt.Fprintf(w, "connector %s\n\nEnrolment token (single use, expires %s):\n\n  %s\n\nOn the device: custos-agent enrol --hub %s --token <token>\n", id, when(exp), token, g.hub)
 	return nil
+}
+
+func bytesHuman(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
 }

@@ -54,6 +54,9 @@ type Config struct {
 	P1 []p1.Config `json:"p1,omitempty"`
 	// MQTT are MQTT brokers: Home Assistant, Tasmota, Shelly, plain topics.
 	MQTT []mqtt.Config `json:"mqtt,omitempty"`
+	// HealthEvery is how often the agent reports its health (version,
+	// certificate expiry, spool depth, drops, sources). Default 30 s.
+	HealthEvery sim.Duration `json:"health_every,omitempty"`
 	// Log is the operational log. Default slog.Default().
 	Log *slog.Logger `json:"-"`
 }
@@ -235,7 +238,7 @@ func (a *Agent) resume() map[string]int64 {
 func (a *Agent) Run(ctx context.Context) error {
 	resume := a.resume()
 	var wg sync.WaitGroup
-	errc := make(chan error, len(a.sources)+3)
+	errc := make(chan error, len(a.sources)+4)
 	srcCtx, stopSources := context.WithCancel(ctx)
 	defer stopSources()
 	for _, s := range a.sources {
@@ -250,7 +253,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	upCtx, stopUplink := context.WithCancel(ctx)
 	defer stopUplink()
 	var up sync.WaitGroup
-	up.Add(3)
+	up.Add(4)
+	go func() { defer up.Done(); a.healthLoop(upCtx) }()
 	go func() { defer up.Done(); errc <- a.sender.Run(upCtx) }()
 	go func() { defer up.Done(); a.renewLoop(upCtx) }()
 	go func() { defer up.Done(); a.flushLoop(upCtx) }()

@@ -176,3 +176,22 @@ func (a *API) connectorStreams(w http.ResponseWriter, r *http.Request, id ingest
 	writeJSON(w, http.StatusOK, out)
 	return nil
 }
+
+// postHealth stores a connector's report on itself (version, certificate
+// expiry, spool depth, drops, sources) for operators to see.
+func (a *API) postHealth(w http.ResponseWriter, r *http.Request, id ingest.Identity) error {
+	var h registry.Health
+	if err := decodeJSON(w, r, &h); err != nil {
+		return err
+	}
+	if len(h.Version) > 100 || len(h.Sources) > 100 {
+		return errs.E(errs.Invalid, "health report too large")
+	}
+	// The hub's clock decides when it was reported.
+	h.Reported = a.cfg.Now().UTC()
+	if err := a.cfg.Store.SetConnectorHealth(r.Context(), id.Tenant, id.Connector, h); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	return nil
+}

@@ -174,14 +174,6 @@ func (a *API) listErasures(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-func (a *API) keyStatus(w http.ResponseWriter, r *http.Request) error {
-	st, err := a.cfg.Keys.Status(r.Context())
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, st)
-	return nil
-}
 
 func (a *API) createSite(w http.ResponseWriter, r *http.Request) error {
 	t, err := a.tenantOf(r)

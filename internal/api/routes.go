@@ -63,6 +63,7 @@ func (a *API) DeviceHandler() http.Handler {
 	mux.Handle("POST /v1/batches", a.wrap(a.device(a.postBatches)))
 	mux.Handle("POST /v1/renew", a.wrap(a.device(a.renew)))
 	mux.Handle("GET /v1/streams", a.wrap(a.device(a.connectorStreams)))
+	mux.Handle("POST /v1/health", a.wrap(a.device(a.postHealth)))
 	return mux
 }
 

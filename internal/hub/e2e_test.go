@@ -100,6 +100,18 @@ func TestEndToEnd(t *testing.T) {
 			checkExactlyOnce(t, c, ten.ID, st, ticks)
 		}
 	}
+	// Each agent reported its health: operators see version, certificate
+	// expiry, spool depth and sources.
+	cs, err := c.Connectors(ctx, ten.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, cn := range cs {
+		h := cn.Health
+		if h == nil || h.Version == "" || h.CertExpiry.IsZero() || len(h.Sources) != 1 || h.Sources[0].Status != "ok" {
+			t.Errorf("connector %s health: %+v", cn.Name, h)
+		}
+	}
 }
 
 // waitStored polls until every stream holds want readings (or fails after a minute).

@@ -129,6 +129,28 @@ type Connector struct {
 	// CertExpiry is the NotAfter of the newest certificate issued to it.
 	CertExpiry time.Time `json:"cert_expiry,omitzero"`
 	LastSeen   time.Time `json:"last_seen,omitzero"`
+	// Health is what the connector last reported about itself.
+	Health *Health `json:"health,omitempty"`
+}
+
+// Health is a connector's report on itself, sent on every sync.
+type Health struct {
+	Reported     time.Time      `json:"reported"`
+	Version      string         `json:"version"`
+	CertExpiry   time.Time      `json:"cert_expiry"`
+	SpoolRecords int64          `json:"spool_records"`
+	SpoolBytes   int64          `json:"spool_bytes"`
+	Dropped      uint64         `json:"dropped"`
+	SentBatches  uint64         `json:"sent_batches"`
+	SendFailures uint64         `json:"send_failures"`
+	Sources      []SourceHealth `json:"sources,omitempty"`
+}
+
+// SourceHealth is the state of one of a connector's sources.
+type SourceHealth struct {
+	Name     string            `json:"name"`
+	Status   string            `json:"status"` // "ok", "degraded" or "down"
+	Counters map[string]uint64 `json:"counters,omitempty"`
 }
 
 // Device is a meter, machine or sensor at a site, served by one connector.

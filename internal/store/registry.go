@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"fmt"
 	"time"
 
@@ -142,14 +143,31 @@ func (s *Store) CreateConnector(ctx context.Context, v registry.Connector) error
 	return err
 }
 
-const connectorCols = `id, tenant_id, name, status, created_ms, cert_expiry_ms, last_seen_ms`
+const connectorCols = `id, tenant_id, name, status, created_ms, cert_expiry_ms, last_seen_ms, health`
 
 func scanConnector(sc interface{ Scan(...any) error }) (registry.Connector, error) {
 	var v registry.Connector
 	var c, e, l int64
-	err := sc.Scan(&v.ID, &v.Tenant, &v.Name, &v.Status, &c, &e, &l)
+	var health string
+	err := sc.Scan(&v.ID, &v.Tenant, &v.Name, &v.Status, &c, &e, &l, &health)
 	v.Created, v.CertExpiry, v.LastSeen = fromMS(c), fromMS(e), fromMS(l)
+	if health != "" {
+		v.Health = &registry.Health{}
+		if json.Unmarshal([]byte(health), v.Health) != nil {
+			v.Health = nil
+		}
+	}
 	return v, err
+}
+
+// SetConnectorHealth stores a connector's latest health report.
+func (s *Store) SetConnectorHealth(ctx context.Context, t registry.TenantID, id registry.ConnectorID, h registry.Health) error {
+	b, err := json.Marshal(h)
+	if err != nil {
+		return err
+	}
+	_, err = s.db.ExecContext(ctx, s.q(`UPDATE connectors SET health = ?, last_seen_ms = ? WHERE tenant_id = ? AND id = ?`), string(b), ms(h.Reported), t, id)
+	return err
 }
 
 // Connectors lists a tenant's connectors.

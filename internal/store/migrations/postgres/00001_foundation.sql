@@ -28,6 +28,7 @@ CREATE TABLE connectors (
     created_ms     BIGINT NOT NULL,
     cert_expiry_ms BIGINT NOT NULL DEFAULT 0,
     last_seen_ms   BIGINT NOT NULL DEFAULT 0,
+    health         TEXT NOT NULL DEFAULT '',
     UNIQUE (tenant_id, name)
 );
 CREATE TABLE devices (

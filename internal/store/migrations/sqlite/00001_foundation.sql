@@ -28,6 +28,7 @@ CREATE TABLE connectors (
     created_ms     INTEGER NOT NULL,
     cert_expiry_ms INTEGER NOT NULL DEFAULT 0,
     last_seen_ms   INTEGER NOT NULL DEFAULT 0,
+    health         TEXT NOT NULL DEFAULT '',
     UNIQUE (tenant_id, name)
 );
 CREATE TABLE devices (
