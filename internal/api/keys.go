@@ -82,7 +82,6 @@ func (a *API) keyOverview(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-
 // rotateKEK answers POST /v1/keys/rotate-kek with the started job (202).
 func (a *API) rotateKEK(w http.ResponseWriter, r *http.Request) error {
 	j, err := a.keyJobs()

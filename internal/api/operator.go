@@ -174,7 +174,6 @@ func (a *API) listErasures(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-
 func (a *API) createSite(w http.ResponseWriter, r *http.Request) error {
 	t, err := a.tenantOf(r)
 	if err != nil {
