@@ -161,19 +161,6 @@ func (a *API) eraseSubject(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-func (a *API) listErasures(w http.ResponseWriter, r *http.Request) error {
-	t, err := a.tenantOf(r)
-	if err != nil {
-		return err
-	}
-	es, err := a.cfg.Store.Erasures(r.Context(), t)
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, nonNil(es))
-	return nil
-}
-
 func (a *API) createSite(w http.ResponseWriter, r *http.Request) error {
 	t, err := a.tenantOf(r)
 	if err != nil {
@@ -198,19 +185,6 @@ func (a *API) createSite(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	writeJSON(w, http.StatusCreated, v)
-	return nil
-}
-
-func (a *API) listSites(w http.ResponseWriter, r *http.Request) error {
-	t, err := a.tenantOf(r)
-	if err != nil {
-		return err
-	}
-	vs, err := a.cfg.Store.Sites(r.Context(), t)
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, nonNil(vs))
 	return nil
 }
 
@@ -286,19 +260,6 @@ func (a *API) revokeConnector(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-func (a *API) listConnectors(w http.ResponseWriter, r *http.Request) error {
-	t, err := a.tenantOf(r)
-	if err != nil {
-		return err
-	}
-	vs, err := a.cfg.Store.Connectors(r.Context(), t)
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, nonNil(vs))
-	return nil
-}
-
 func (a *API) createDevice(w http.ResponseWriter, r *http.Request) error {
 	t, err := a.tenantOf(r)
 	if err != nil {
@@ -325,19 +286,6 @@ func (a *API) createDevice(w http.ResponseWriter, r *http.Request) error {
 	}
 	a.cfg.Ingest.Forget(in.Connector)
 	writeJSON(w, http.StatusCreated, v)
-	return nil
-}
-
-func (a *API) listDevices(w http.ResponseWriter, r *http.Request) error {
-	t, err := a.tenantOf(r)
-	if err != nil {
-		return err
-	}
-	vs, err := a.cfg.Store.Devices(r.Context(), t)
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, nonNil(vs))
 	return nil
 }
 
@@ -392,19 +340,6 @@ func categoryList() string {
 		s = append(s, string(c))
 	}
 	return strings.Join(s, ", ")
-}
-
-func (a *API) listStreams(w http.ResponseWriter, r *http.Request) error {
-	t, err := a.tenantOf(r)
-	if err != nil {
-		return err
-	}
-	vs, err := a.cfg.Store.Streams(r.Context(), t)
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, nonNil(vs))
-	return nil
 }
 
 // readings serves a page of a stream's readings, or its aggregates at a
@@ -497,6 +432,23 @@ func parseTime(name, s string) (int64, error) {
 		return 0, errs.E(errs.Invalid, fmt.Sprintf("%s must be RFC 3339 (2026-01-02T15:04:05Z) or Unix milliseconds", name))
 	}
 	return t.UnixMilli(), nil
+}
+
+// list serves a tenant's collection: the tenant must exist; an empty
+// collection is [] in JSON, not null.
+func list[T any](a *API, fetch func(context.Context, registry.TenantID) ([]T, error)) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		t, err := a.tenantOf(r)
+		if err != nil {
+			return err
+		}
+		vs, err := fetch(r.Context(), t)
+		if err != nil {
+			return err
+		}
+		writeJSON(w, http.StatusOK, nonNil(vs))
+		return nil
+	}
 }
 
 func nonNil[T any](s []T) []T {
