@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"database/sql"
 	"encoding/binary"
 	"io/fs"
 	"log/slog"
@@ -11,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -326,8 +328,10 @@ func TestBackupAfterErasure(t *testing.T) {
 // TestTamperDetected: a flipped byte in a sealed chunk or rollup, or a
 // chunk moved to another stream or hour, is an integrity error — never
 // silently wrong numbers.
-func TestTamperDetected(t *testing.T) {
-	h, c := startHub(t, hub.Config{})
+func TestTamperDetected(t *testing.T) { eachBackend(t, testTamperDetected) }
+
+func testTamperDetected(t *testing.T, cfg hub.Config) {
+	h, c := startHub(t, cfg)
 	ctx := context.Background()
 	ten, err := c.CreateTenant(ctx, "Tamper Coop")
 	if err != nil {
@@ -344,7 +348,7 @@ func TestTamperDetected(t *testing.T) {
 	if err := h.Compactor.Once(ctx); err != nil {
 		t.Fatal(err)
 	}
-	db := h.Store.DB()
+	db := sqlOf(h)
 	type chunkRow struct {
 		id     int64
 		stream string
@@ -431,8 +435,10 @@ func asClientError(err error, target **client.Error) bool {
 // from the registry with evidence, refuses further writes to their
 // streams, purges their sealed rows in the background, and leaves every
 // other subject untouched.
-func TestErasure(t *testing.T) {
-	h, c := startHub(t, hub.Config{})
+func TestErasure(t *testing.T) { eachBackend(t, testErasure) }
+
+func testErasure(t *testing.T, cfg hub.Config) {
+	h, c := startHub(t, cfg)
 	ctx := context.Background()
 	ten, err := c.CreateTenant(ctx, "Erasure Coop")
 	if err != nil {
@@ -495,7 +501,7 @@ func TestErasure(t *testing.T) {
 	}
 	for _, table := range []string{"chunks", "landing", "rollups"} {
 		var n int
-		h.Store.DB().QueryRow(`SELECT COUNT(*) FROM `+table+` WHERE stream_id IN (?, ?)`, a.hh.Streams[0].ID, a.hh.Streams[1].ID).Scan(&n)
+		sqlOf(h).QueryRow(`SELECT COUNT(*) FROM `+table+` WHERE stream_id IN (?, ?)`, a.hh.Streams[0].ID, a.hh.Streams[1].ID).Scan(&n)
 		if n != 0 {
 			t.Errorf("%d rows of the erased streams left in %s", n, table)
 		}
@@ -511,8 +517,10 @@ func TestErasure(t *testing.T) {
 // TestAggregatesMatchRaw: the API's aggregates at every resolution equal a
 // naive recomputation from the raw readings, with late and out-of-order
 // batches compacted in between.
-func TestAggregatesMatchRaw(t *testing.T) {
-	h, c := startHub(t, hub.Config{})
+func TestAggregatesMatchRaw(t *testing.T) { eachBackend(t, testAggregatesMatchRaw) }
+
+func testAggregatesMatchRaw(t *testing.T, cfg hub.Config) {
+	h, c := startHub(t, cfg)
 	ctx := context.Background()
 	ten, err := c.CreateTenant(ctx, "Rollup Coop")
 	if err != nil {
@@ -566,3 +574,34 @@ func TestAggregatesMatchRaw(t *testing.T) {
 		}
 	}
 }
+
+// eachBackend runs a protected-store test on SQLite and on PostgreSQL
+// (required in CI, skipped with a message elsewhere).
+func eachBackend(t *testing.T, test func(*testing.T, hub.Config)) {
+	t.Run("sqlite", func(t *testing.T) { test(t, hub.Config{}) })
+	t.Run("postgres", func(t *testing.T) {
+		dsn, schema := testenv.Postgres(t)
+		t.Cleanup(func() { dropSchema(dsn, schema+"_keys") })
+		test(t, hub.Config{PostgresDSN: dsn, PostgresSchema: schema})
+	})
+}
+
+// rebound runs test SQL written with '?' placeholders on either database.
+type rebound struct {
+	db *sql.DB
+	pg bool
+}
+
+func sqlOf(h *hub.Hub) rebound { return rebound{h.Store.DB(), h.Store.Dialect() == store.Postgres} }
+
+func (r rebound) q(query string) string {
+	if !r.pg {
+		return query
+	}
+	n := 0
+	return regexp.MustCompile(`\?`).ReplaceAllStringFunc(query, func(string) string { n++; return "$" + strconv.Itoa(n) })
+}
+
+func (r rebound) Query(q string, args ...any) (*sql.Rows, error) { return r.db.Query(r.q(q), args...) }
+func (r rebound) QueryRow(q string, args ...any) *sql.Row        { return r.db.QueryRow(r.q(q), args...) }
+func (r rebound) Exec(q string, args ...any) (sql.Result, error) { return r.db.Exec(r.q(q), args...) }
