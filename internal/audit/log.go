@@ -1,0 +1,541 @@
+package audit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/custos-iot/custos/internal/errs"
+	"github.com/transparency-dev/formats/log"
+	"github.com/transparency-dev/merkle/compact"
+	"github.com/transparency-dev/merkle/proof"
+	"github.com/transparency-dev/merkle/rfc6962"
+	"golang.org/x/mod/sumdb/note"
+)
+
+// Config configures a [Log].
+type Config struct {
+	// Storage keeps the leaves and checkpoints. Must be non-nil. The Log
+	// must be its only writer.
+	Storage Storage
+	// Origin is the checkpoint origin, e.g. "custos.example/audit". Must be
+	// non-empty and equal to the names of Signer and Verifier.
+	Origin string
+	// Signer signs checkpoints (see [GenerateKey]). Must be non-nil.
+	Signer note.Signer
+	// Verifier is Signer's public half. Must be non-nil.
+	Verifier note.Verifier
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+	// CheckpointInterval is how often a checkpoint is signed while the tree
+	// grows. Default 10 s; negative disables the timer (only [Log.Sign]).
+	CheckpointInterval time.Duration
+	// MaxBatch is the most entries committed with one storage write.
+	// Default 8192.
+	MaxBatch int
+}
+
+// Errors a caller of the Log may want to tell apart.
+var (
+	// ErrClosed: the Log was closed. Refuse the action.
+	ErrClosed = errors.New("audit log closed")
+	// ErrTooLarge: a proof or range was asked for beyond the tree's size.
+	// Ask again with a size the log has checkpointed.
+	ErrTooLarge = errors.New("beyond the tree size")
+)
+
+// cachedLevel is the lowest tree level whose node hashes the Log keeps in
+// memory (two hashes per 2^cachedLevel leaves); lower nodes are rehashed
+// from at most 2^cachedLevel leaves read back from Storage.
+const cachedLevel = 6
+
+// Log is the sequencer of one audit log: it appends entries durably in
+// group-committed batches, keeps the Merkle tree's compact range and the
+// node hashes proofs need, signs checkpoints and serves proofs. Open one
+// per Storage; it is safe for concurrent use.
+type Log struct {
+	cfg    Config
+	hasher *rfc6962.Hasher
+	reqs   chan *appendReq
+	stop   chan struct{}
+	wg     sync.WaitGroup
+
+	mu       sync.RWMutex
+	size     uint64
+	rng      *compact.Range
+	levels   [][]byte // levels[k]: hashes of level cachedLevel+k, 32 bytes each
+	lastWhen int64
+
+	signMu sync.Mutex
+	cp     []byte // latest signed checkpoint note
+	cpSize uint64
+
+	closeMu sync.RWMutex
+	closed  bool
+}
+
+type appendReq struct {
+	ctx     context.Context
+	entries []Entry
+	done    chan appendResult
+}
+
+type appendResult struct {
+	first uint64
+	err   error
+}
+
+var factory = &compact.RangeFactory{Hash: rfc6962.DefaultHasher.HashChildren}
+
+// Open rebuilds the tree from cfg.Storage and starts the sequencer. It fails
+// with errs.Integrity if the stored leaves do not reproduce the latest stored
+// checkpoint (entries lost or rewritten while the hub was down).
+func Open(ctx context.Context, cfg Config) (*Log, error) {
+	const op errs.Op = "audit.Open"
+	if cfg.Storage == nil || cfg.Signer == nil || cfg.Verifier == nil || cfg.Origin == "" {
+		return nil, errs.E(op, errs.Invalid, "Storage, Signer, Verifier and Origin are required")
+	}
+	if cfg.Signer.Name() != cfg.Origin || cfg.Verifier.Name() != cfg.Origin || cfg.Signer.KeyHash() != cfg.Verifier.KeyHash() {
+		return nil, errs.E(op, errs.Invalid, "signer, verifier and origin do not match")
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.CheckpointInterval == 0 {
+		cfg.CheckpointInterval = 10 * time.Second
+	}
+	if cfg.MaxBatch <= 0 {
+		cfg.MaxBatch = 8192
+	}
+	l := &Log{
+		cfg:    cfg,
+		hasher: rfc6962.DefaultHasher,
+		rng:    factory.NewEmptyRange(0),
+		reqs:   make(chan *appendReq, cfg.MaxBatch),
+		stop:   make(chan struct{}),
+	}
+	stored, err := cfg.Storage.LatestCheckpoint(ctx)
+	if err != nil {
+		return nil, errs.E(op, err)
+	}
+	var want *log.Checkpoint
+	if stored != nil {
+		want, _, _, err = log.ParseCheckpoint(stored, cfg.Origin, cfg.Verifier)
+		if err != nil {
+			return nil, errs.E(op, errs.Integrity, fmt.Errorf("stored checkpoint: %w", err))
+		}
+	}
+	size, err := cfg.Storage.Size(ctx)
+	if err != nil {
+		return nil, errs.E(op, err)
+	}
+	if want != nil && want.Size > size {
+		return nil, errs.E(op, errs.Integrity, fmt.Errorf("storage holds %d entries but checkpoint %d was signed: acknowledged entries are lost", size, want.Size))
+	}
+	const chunk = 4096
+	for from := uint64(0); from < size; from += chunk {
+		leaves, err := cfg.Storage.Leaves(ctx, from, min(from+chunk, size))
+		if err != nil {
+			return nil, errs.E(op, err)
+		}
+		for i, leaf := range leaves {
+			var e Entry
+			if err := parseLeaf(leaf, &e); err != nil {
+				return nil, errs.E(op, errs.Integrity, fmt.Errorf("entry %d: %w", from+uint64(i), err))
+			}
+			l.lastWhen = max(l.lastWhen, e.When)
+			l.addLeaf(leaf)
+			if want != nil && l.size == want.Size {
+				if err := l.checkRoot(want); err != nil {
+					return nil, errs.E(op, err)
+				}
+			}
+		}
+	}
+	if want != nil && want.Size == 0 {
+		if err := l.checkRoot(want); err != nil {
+			return nil, errs.E(op, err)
+		}
+	}
+	if stored != nil {
+		l.cp, l.cpSize = stored, want.Size
+	}
+	l.wg.Add(1)
+	go l.sequence()
+	if cfg.CheckpointInterval > 0 {
+		l.wg.Add(1)
+		go l.tick()
+	}
+	return l, nil
+}
+
+func (l *Log) checkRoot(want *log.Checkpoint) error {
+	root, err := rootHash(l.rng)
+	if err != nil {
+		return err
+	}
+	if string(root) != string(want.Hash) {
+		return errs.E(errs.Integrity, fmt.Errorf("stored entries do not reproduce the root of checkpoint %d: entries were rewritten", want.Size))
+	}
+	return nil
+}
+
+// addLeaf appends one leaf to the tree; l.mu must be held for writing (or
+// the Log not yet shared).
+func (l *Log) addLeaf(leaf []byte) {
+	// The visitor error cannot happen on a range built only by Append.
+	_ = l.rng.Append(l.hasher.HashLeaf(leaf), func(id compact.NodeID, hash []byte) {
+		if id.Level < cachedLevel {
+			return
+		}
+		k := int(id.Level - cachedLevel)
+		for len(l.levels) <= k {
+			l.levels = append(l.levels, nil)
+		}
+		l.levels[k] = append(l.levels[k], hash...)
+	})
+	l.size++
+}
+
+// Append sequences e, makes it durable and returns its index. It returns
+// only when the entry is durable, or with an error — then nothing was
+// acknowledged and the caller MUST refuse the action it records. Concurrent
+// calls are committed together. e.When is replaced by the sequencing time.
+func (l *Log) Append(ctx context.Context, e Entry) (uint64, error) {
+	return l.AppendBatch(ctx, []Entry{e})
+}
+
+// AppendBatch is Append for several entries, which get consecutive indexes;
+// it returns the first. All are durable, or none is acknowledged.
+func (l *Log) AppendBatch(ctx context.Context, entries []Entry) (uint64, error) {
+	const op errs.Op = "audit.Append"
+	if len(entries) == 0 || len(entries) > l.cfg.MaxBatch {
+		return 0, errs.E(op, errs.Invalid, fmt.Errorf("batch of %d entries", len(entries)))
+	}
+	for i := range entries {
+		e := entries[i]
+		e.When = 0
+		if err := e.Validate(); err != nil {
+			return 0, errs.E(op, errs.Invalid, err)
+		}
+	}
+	r := &appendReq{ctx: ctx, entries: entries, done: make(chan appendResult, 1)}
+	l.closeMu.RLock()
+	if l.closed {
+		l.closeMu.RUnlock()
+		return 0, errs.E(op, errs.Unavailable, ErrClosed)
+	}
+	select {
+	case l.reqs <- r:
+		l.closeMu.RUnlock()
+	case <-ctx.Done():
+		l.closeMu.RUnlock()
+		return 0, errs.E(op, errs.Unavailable, ctx.Err())
+	}
+	// Once queued, wait for the verdict even if ctx ends: the entry may
+	// already be on its way to disk, and the caller must know.
+	res := <-r.done
+	if res.err != nil {
+		return 0, errs.E(op, res.err)
+	}
+	return res.first, nil
+}
+
+func (l *Log) sequence() {
+	defer l.wg.Done()
+	batch := make([]*appendReq, 0, 64)
+	for {
+		batch = batch[:0]
+		select {
+		case r := <-l.reqs:
+			batch = append(batch, r)
+		case <-l.stop:
+			l.drain()
+			return
+		}
+		n := len(batch[0].entries)
+	more:
+		for n < l.cfg.MaxBatch {
+			select {
+			case r := <-l.reqs:
+				if n+len(r.entries) > l.cfg.MaxBatch {
+					l.commit(batch)
+					batch, n = append(batch[:0], r), 0
+				} else {
+					batch = append(batch, r)
+				}
+				n += len(r.entries)
+			default:
+				break more
+			}
+		}
+		l.commit(batch)
+	}
+}
+
+// drain fails requests queued when the Log closed.
+func (l *Log) drain() {
+	for {
+		select {
+		case r := <-l.reqs:
+			r.done <- appendResult{err: errs.E(errs.Unavailable, ErrClosed)}
+		default:
+			return
+		}
+	}
+}
+
+func (l *Log) commit(batch []*appendReq) {
+	live := batch[:0:0]
+	for _, r := range batch {
+		if err := r.ctx.Err(); err != nil {
+			r.done <- appendResult{err: errs.E(errs.Unavailable, err)}
+			continue
+		}
+		live = append(live, r)
+	}
+	if len(live) == 0 {
+		return
+	}
+	when := max(l.cfg.Now().UnixMilli(), l.lastWhen)
+	var leaves [][]byte
+	for _, r := range live {
+		for _, e := range r.entries {
+			e.When = when
+			leaf, err := e.MarshalBinary()
+			if err != nil { // validated in AppendBatch; cannot happen
+				panic(err)
+			}
+			leaves = append(leaves, leaf)
+		}
+	}
+	first, err := l.cfg.Storage.Append(context.Background(), leaves)
+	if err == nil && first != l.size {
+		err = errs.E(errs.Integrity, fmt.Errorf("storage placed the batch at %d, the tree has %d leaves: another writer?", first, l.size))
+	}
+	if err != nil {
+		for _, r := range live {
+			r.done <- appendResult{err: err}
+		}
+		return
+	}
+	l.mu.Lock()
+	for _, leaf := range leaves {
+		l.addLeaf(leaf)
+	}
+	l.lastWhen = when
+	l.mu.Unlock()
+	idx := first
+	for _, r := range live {
+		r.done <- appendResult{first: idx}
+		idx += uint64(len(r.entries))
+	}
+}
+
+func (l *Log) tick() {
+	defer l.wg.Done()
+	t := time.NewTicker(l.cfg.CheckpointInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			// A failure here is retried at the next tick; Sign reports it to
+			// callers who ask.
+			_, _ = l.Sign(context.Background())
+		case <-l.stop:
+			return
+		}
+	}
+}
+
+// Size returns the number of durable entries.
+func (l *Log) Size() uint64 {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	return l.size
+}
+
+// Origin returns the log's checkpoint origin.
+func (l *Log) Origin() string { return l.cfg.Origin }
+
+// Sign signs and stores a checkpoint for the current tree, unless the latest
+// one already covers it, and returns the latest checkpoint note.
+func (l *Log) Sign(ctx context.Context) ([]byte, error) {
+	const op errs.Op = "audit.Sign"
+	l.signMu.Lock()
+	defer l.signMu.Unlock()
+	l.mu.RLock()
+	size := l.size
+	root, err := rootHash(l.rng)
+	l.mu.RUnlock()
+	if err != nil {
+		return nil, errs.E(op, err)
+	}
+	if l.cp != nil && size == l.cpSize {
+		return l.cp, nil
+	}
+	cp := log.Checkpoint{Origin: l.cfg.Origin, Size: size, Hash: root}
+	signed, err := note.Sign(&note.Note{Text: string(cp.Marshal())}, l.cfg.Signer)
+	if err != nil {
+		return nil, errs.E(op, err)
+	}
+	if err := l.cfg.Storage.StoreCheckpoint(ctx, signed); err != nil {
+		return nil, errs.E(op, err)
+	}
+	l.cp, l.cpSize = signed, size
+	return signed, nil
+}
+
+// Checkpoint returns the latest signed checkpoint note, signing one first if
+// none exists yet. Serve it at the well-known URL; witnesses fetch it.
+func (l *Log) Checkpoint(ctx context.Context) ([]byte, error) {
+	l.signMu.Lock()
+	cp := l.cp
+	l.signMu.Unlock()
+	if cp != nil {
+		return cp, nil
+	}
+	return l.Sign(ctx)
+}
+
+// Leaves returns the encoded entries [from, to).
+func (l *Log) Leaves(ctx context.Context, from, to uint64) ([][]byte, error) {
+	if size := l.Size(); from > to || to > size {
+		return nil, errs.E(errs.Op("audit.Leaves"), errs.Invalid, fmt.Errorf("%w: [%d, %d) of %d", ErrTooLarge, from, to, size))
+	}
+	return l.cfg.Storage.Leaves(ctx, from, to)
+}
+
+// Entries returns the decoded entries [from, to).
+func (l *Log) Entries(ctx context.Context, from, to uint64) ([]Entry, error) {
+	leaves, err := l.Leaves(ctx, from, to)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Entry, len(leaves))
+	for i, leaf := range leaves {
+		if err := parseLeaf(leaf, &out[i]); err != nil {
+			return nil, errs.E(errs.Op("audit.Entries"), errs.Integrity, fmt.Errorf("entry %d: %w", from+uint64(i), err))
+		}
+	}
+	return out, nil
+}
+
+// InclusionProof returns the proof that entry index is in the tree of the
+// given size (a checkpointed size: the client holds its root). Check it
+// with [VerifyInclusion].
+func (l *Log) InclusionProof(ctx context.Context, index, size uint64) ([][]byte, error) {
+	const op errs.Op = "audit.InclusionProof"
+	if size > l.Size() {
+		return nil, errs.E(op, errs.Invalid, fmt.Errorf("%w: size %d", ErrTooLarge, size))
+	}
+	nodes, err := proof.Inclusion(index, size)
+	if err != nil {
+		return nil, errs.E(op, errs.Invalid, err)
+	}
+	return l.rehash(ctx, nodes)
+}
+
+// ConsistencyProof returns the proof that the tree of size1 is a prefix of
+// the tree of size2. Check it with [VerifyConsistency].
+func (l *Log) ConsistencyProof(ctx context.Context, size1, size2 uint64) ([][]byte, error) {
+	const op errs.Op = "audit.ConsistencyProof"
+	if size2 > l.Size() {
+		return nil, errs.E(op, errs.Invalid, fmt.Errorf("%w: size %d", ErrTooLarge, size2))
+	}
+	nodes, err := proof.Consistency(size1, size2)
+	if err != nil {
+		return nil, errs.E(op, errs.Invalid, err)
+	}
+	return l.rehash(ctx, nodes)
+}
+
+func (l *Log) rehash(ctx context.Context, nodes proof.Nodes) ([][]byte, error) {
+	hashes, err := l.nodeHashes(ctx, nodes.IDs)
+	if err != nil {
+		return nil, err
+	}
+	return nodes.Rehash(hashes, l.hasher.HashChildren)
+}
+
+// nodeHashes returns the hashes of perfect subtrees already in the tree.
+// Nodes below cachedLevel are rehashed from their aligned block of
+// 2^cachedLevel leaves, each block read from Storage once per call.
+func (l *Log) nodeHashes(ctx context.Context, ids []compact.NodeID) ([][]byte, error) {
+	const op errs.Op = "audit.nodeHashes"
+	out := make([][]byte, len(ids))
+	blocks := map[uint64][][]byte{} // block number -> leaf hashes
+	for i, id := range ids {
+		if id.Level >= cachedLevel {
+			k := int(id.Level - cachedLevel)
+			l.mu.RLock()
+			if k >= len(l.levels) || uint64(len(l.levels[k])) < 32*(id.Index+1) {
+				l.mu.RUnlock()
+				return nil, errs.E(op, fmt.Errorf("node %d/%d not in the tree", id.Level, id.Index))
+			}
+			out[i] = append([]byte(nil), l.levels[k][32*id.Index:32*(id.Index+1)]...)
+			l.mu.RUnlock()
+			continue
+		}
+		begin, end := id.Coverage()
+		block := begin >> cachedLevel
+		hashes, ok := blocks[block]
+		if !ok {
+			from := block << cachedLevel
+			to := min(from+1<<cachedLevel, l.Size())
+			if end > to {
+				return nil, errs.E(op, fmt.Errorf("node %d/%d not in the tree", id.Level, id.Index))
+			}
+			leaves, err := l.cfg.Storage.Leaves(ctx, from, to)
+			if err != nil {
+				return nil, errs.E(op, err)
+			}
+			hashes = make([][]byte, len(leaves))
+			for j, leaf := range leaves {
+				hashes[j] = l.hasher.HashLeaf(leaf)
+			}
+			blocks[block] = hashes
+		}
+		r := factory.NewEmptyRange(begin)
+		for _, h := range hashes[begin-block<<cachedLevel : end-block<<cachedLevel] {
+			_ = r.Append(h, nil)
+		}
+		h := r.Hashes()
+		if len(h) != 1 {
+			return nil, errs.E(op, fmt.Errorf("node %d/%d is not a perfect subtree", id.Level, id.Index))
+		}
+		out[i] = h[0]
+	}
+	return out, nil
+}
+
+// rangeHashes returns the compact range of [begin, end), for export bundles.
+func (l *Log) rangeHashes(ctx context.Context, begin, end uint64) ([][]byte, error) {
+	return l.nodeHashes(ctx, compact.RangeNodes(begin, end, nil))
+}
+
+// Close stops the sequencer and the checkpoint timer. Appends after Close
+// fail with ErrClosed. It does not close the Storage.
+func (l *Log) Close() error {
+	l.closeMu.Lock()
+	if l.closed {
+		l.closeMu.Unlock()
+		return nil
+	}
+	l.closed = true
+	l.closeMu.Unlock()
+	close(l.stop)
+	l.wg.Wait()
+	return nil
+}
+
+// rootHash returns the RFC 6962 root of a compact range starting at 0; the
+// empty tree's root is the hash of nothing.
+func rootHash(r *compact.Range) ([]byte, error) {
+	if r.End() == 0 {
+		return rfc6962.DefaultHasher.EmptyRoot(), nil
+	}
+	return r.GetRootHash(nil)
+}
