@@ -437,7 +437,16 @@ func TestDeviceRevocation(t *testing.T) {
 	})
 	t.Run("resumed handshake", func(t *testing.T) {
 		hc.Transport.(*http.Transport).CloseIdleConnections()
-		wantRefused(t, send(t, hc, url, api.BatchContentType, bytes.NewReader(encode(t, newBatch(t, 40, 1, key)))), "bad certificate")
+		// A resumed TLS 1.3 handshake is refused by the server after the
+		// client may already have written its request: the client then
+		// sees the alert or, depending on timing, the closed connection.
+		r := send(t, hc, url, api.BatchContentType, bytes.NewReader(encode(t, newBatch(t, 40, 1, key))))
+		if r.err == nil {
+			t.Fatalf("HTTP %d %s; want the connection refused", r.status, r.body)
+		}
+		if m := r.err.Error(); !strings.Contains(m, "bad certificate") && !strings.Contains(m, "broken pipe") && !strings.Contains(m, "connection reset") && !strings.Contains(m, "EOF") {
+			t.Errorf("error %q is neither the TLS alert nor a closed connection", m)
+		}
 	})
 	t.Run("renewal on a new connection", func(t *testing.T) {
 		if err := f.credsA.Renew(ctx, deviceClient(t, f.credsA.TLSConfig("")), f.h.DeviceURL(), nil); err == nil || !strings.Contains(err.Error(), "bad certificate") {
