@@ -256,6 +256,17 @@ func Erase(ctx context.Context, dir string, large int, progress io.Writer) (Eras
 		if err := b.h.Compactor.Once(ctx); err != nil {
 			return 0, err
 		}
+		var stored int64
+		for _, st := range hh.Streams {
+			n, err := b.h.Store.ReadingCount(ctx, b.ten, st.ID)
+			if err != nil {
+				return 0, err
+			}
+			stored += n
+		}
+		if want := int64(readings / len(hh.Streams) * len(hh.Streams)); stored != want {
+			return 0, fmt.Errorf("%s holds %d readings, want %d", name, stored, want)
+		}
 		// Start each erasure from a quiet store: compaction done and the
 		// WAL checkpointed, so neither erasure pays for the loading.
 		if _, err := b.h.Store.DB().ExecContext(ctx, "PRAGMA wal_checkpoint(TRUNCATE)"); err != nil {
