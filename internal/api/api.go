@@ -20,6 +20,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/custos-iot/custos/internal/audit"
 	"github.com/custos-iot/custos/internal/errs"
 	"github.com/custos-iot/custos/internal/ingest"
 	"github.com/custos-iot/custos/internal/pki"
@@ -40,6 +41,11 @@ type Config struct {
 	Keys *seal.Keys
 	// Sealer seals and opens stored data; normally Keys. Must be non-nil.
 	Sealer series.Sealer
+	// Audit is the tamper-evident log every access and change is appended
+	// to before it is acknowledged. Must be non-nil.
+	Audit *audit.Log
+	// AuditKey is the log's public key (a note verifier key).
+	AuditKey string
 	// Purge is called after an erasure so the subject's sealed rows are
 	// deleted in the background. Optional.
 	Purge func()
@@ -121,21 +127,24 @@ func (a *API) operator(h handlerFunc) handlerFunc {
 		tok, ok := strings.CutPrefix(auth, "Bearer ")
 		if !ok || tok == "" {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="custos"`)
-			return errs.E(op, errs.Unauthenticated, "missing bearer token; set CUSTOS_TOKEN to the operator token")
+			return a.deny(r, errs.E(op, errs.Unauthenticated, "missing bearer token; set CUSTOS_TOKEN to the operator token"))
 		}
 		t, err := a.cfg.Store.OperatorTokenByHash(r.Context(), sha256.Sum256([]byte(tok)))
 		if errs.Is(errs.NotFound, err) {
-			return errs.E(op, errs.Unauthenticated, "unknown operator token")
+			return a.deny(r, errs.E(op, errs.Unauthenticated, "unknown operator token"))
 		}
 		if err != nil {
 			return err
 		}
 		now := a.cfg.Now()
 		if !t.Revoked.IsZero() {
-			return errs.E(op, errs.Unauthenticated, "operator token revoked")
+			return a.deny(r, errs.E(op, errs.Unauthenticated, "operator token revoked"))
 		}
 		if !t.Expires.IsZero() && now.After(t.Expires) {
-			return errs.E(op, errs.Unauthenticated, "operator token expired")
+			return a.deny(r, errs.E(op, errs.Unauthenticated, "operator token expired"))
+		}
+		if err := a.record(r, audit.PrincipalID(t.ID), audit.Allowed); err != nil {
+			return err
 		}
 		return h(w, r)
 	}

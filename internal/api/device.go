@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/custos-iot/custos/internal/audit"
 	"github.com/custos-iot/custos/internal/enrol"
 	"github.com/custos-iot/custos/internal/errs"
 	"github.com/custos-iot/custos/internal/ingest"
@@ -45,17 +46,20 @@ func (a *API) enrolConnector(w http.ResponseWriter, r *http.Request) error {
 	}
 	tok, err := enrol.ParseToken(in.Token)
 	if err != nil {
-		return errs.E(op, errs.Invalid, err)
+		return a.deny(r, errs.E(op, errs.Invalid, err))
 	}
 	if tok.CA != a.cfg.Authority.Fingerprint() {
-		return errs.E(op, errs.Unauthenticated, "enrolment token was issued by another hub CA")
+		return a.deny(r, errs.E(op, errs.Unauthenticated, "enrolment token was issued by another hub CA"))
 	}
 	if err := checkCSR(in.CSR); err != nil {
 		return errs.E(op, err)
 	}
 	c, err := a.cfg.Store.ConsumeEnrolToken(r.Context(), tok.Hash())
 	if err != nil {
-		return errs.E(op, err)
+		return a.deny(r, errs.E(op, err))
+	}
+	if err := a.record(r, audit.PrincipalID(c.ID), audit.Allowed); err != nil {
+		return err
 	}
 	return a.issue(w, r, c.Tenant, c.ID, in.CSR, "enrol")
 }
@@ -107,7 +111,17 @@ func (a *API) device(h deviceHandler) handlerFunc {
 		}
 		id := ingest.Identity{Tenant: registry.TenantID(eid.Tenant), Connector: registry.ConnectorID(eid.Connector)}
 		if err := a.cfg.Ingest.Check(r.Context(), id); err != nil {
+			if rerr := a.record(r, audit.PrincipalID(id.Connector), audit.Denied); rerr != nil {
+				a.log.Error("audit log: recording a denial failed", "request_id", requestID(r), "err", rerr)
+			}
 			return errs.E(op, err)
+		}
+		// Batches are recorded one entry per batch once stored; every
+		// other device request gets its entry before it runs.
+		if r.Pattern != "POST /v1/batches" {
+			if err := a.record(r, audit.PrincipalID(id.Connector), audit.Allowed); err != nil {
+				return err
+			}
 		}
 		return h(w, r, id)
 	}
@@ -135,7 +149,21 @@ func (a *API) postBatches(w http.ResponseWriter, r *http.Request, id ingest.Iden
 	}
 	res, err := a.cfg.Ingest.Accept(r.Context(), id, body)
 	if err != nil {
+		if rerr := a.record(r, audit.PrincipalID(id.Connector), audit.Denied); rerr != nil {
+			a.log.Error("audit log: recording a refused batch failed", "request_id", requestID(r), "err", rerr)
+		}
 		return err
+	}
+	// One entry per batch, durable before the acknowledgement. If the log
+	// fails the connector gets no acknowledgement and resends; the store
+	// answers the resend as a duplicate, and it is recorded then.
+	entries := make([]audit.Entry, len(res.IDs))
+	for i, b := range res.IDs {
+		entries[i] = audit.Entry{Principal: audit.PrincipalID(id.Connector), Action: "ingest.batch",
+			Resource: audit.Resource("batch/" + b.String()), Outcome: audit.Allowed, Request: audit.RequestID(requestID(r))}
+	}
+	if _, err := a.cfg.Audit.AppendBatch(r.Context(), entries); err != nil {
+		return errs.E(errs.Unavailable, fmt.Errorf("audit log: %w", err))
 	}
 	writeJSON(w, http.StatusOK, res)
 	return nil

@@ -26,12 +26,41 @@ type route struct {
 	h       handlerFunc
 }
 
+// Public lists the routes that write no audit entry: they serve nothing
+// personal (health, the CA certificate, the audit log's own checkpoints,
+// key and proofs, which hold only hashes). Every other route appends
+// exactly one entry per request, allowed or denied.
+var Public = map[string]bool{
+	"GET /v1/health":                           true,
+	"GET /v1/ca.pem":                           true,
+	"GET /v1/audit/checkpoint":                 true,
+	"GET /.well-known/custos/audit/checkpoint": true,
+	"GET /v1/audit/key":                        true,
+	"GET /v1/audit/proof/inclusion":            true,
+	"GET /v1/audit/proof/consistency":          true,
+}
+
+// Routes lists the patterns of the operator API, for tests that walk it.
+func (a *API) Routes() []string {
+	var out []string
+	for _, rt := range a.routes() {
+		out = append(out, rt.pattern)
+	}
+	return out
+}
+
 // routes lists every operator API route. Tests walk this table.
 func (a *API) routes() []route {
 	op := a.operator
 	return []route{
 		{"GET /v1/health", a.health},
 		{"GET /v1/ca.pem", a.caPEM},
+		{"GET /v1/audit/checkpoint", a.auditCheckpoint},
+		{"GET /.well-known/custos/audit/checkpoint", a.auditCheckpoint},
+		{"GET /v1/audit/key", a.auditKey},
+		{"GET /v1/audit/proof/inclusion", a.auditInclusion},
+		{"GET /v1/audit/proof/consistency", a.auditConsistency},
+		{"GET /v1/audit/export", op(a.auditExport)},
 		{"POST /v1/enrol", a.enrolConnector},
 		{"POST /v1/tenants", op(a.createTenant)},
 		{"GET /v1/tenants", op(a.listTenants)},

@@ -102,6 +102,30 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any) error
 	return json.NewDecoder(resp.Body).Decode(out)
 }
 
+// Raw sends a request without a body and copies a successful answer to w.
+// It returns the HTTP status.
+func (c *Client) Raw(ctx context.Context, method, path string, w io.Writer) (int, error) {
+	req, err := http.NewRequestWithContext(ctx, method, c.Base+path, nil)
+	if err != nil {
+		return 0, err
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("reach hub at %s: %w", c.Base, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		var e api.ErrorBody
+		json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&e)
+		return resp.StatusCode, &Error{Status: resp.StatusCode, Message: e.Error, RequestID: e.RequestID}
+	}
+	_, err = io.Copy(w, resp.Body)
+	return resp.StatusCode, err
+}
+
 // CreateTenant creates a tenant.
 func (c *Client) CreateTenant(ctx context.Context, name string) (t registry.Tenant, err error) {
 	err = c.Do(ctx, "POST", "/v1/tenants", map[string]string{"name": name}, &t)

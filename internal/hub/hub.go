@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/custos-iot/custos/internal/api"
+	"github.com/custos-iot/custos/internal/audit"
 	"github.com/custos-iot/custos/internal/ingest"
 	"github.com/custos-iot/custos/internal/pki"
 	"github.com/custos-iot/custos/internal/registry"
@@ -111,11 +112,14 @@ type Hub struct {
 	Ingest    *ingest.Service
 	Compactor *series.Compactor
 	Keys      *seal.Keys
-	sealer    series.Sealer
-	purge     chan struct{}
-	kek       interface{ Close() error }
-	rot       *rotator
-	api       *api.API
+	// Audit is the tamper-evident audit log; AuditKey its public key.
+	Audit    *audit.Log
+	AuditKey string
+	sealer   series.Sealer
+	purge    chan struct{}
+	kek      interface{ Close() error }
+	rot      *rotator
+	api      *api.API
 
 	apiLn, devLn net.Listener
 	// InitialToken is the operator token created on the first start of an
@@ -152,6 +156,9 @@ func New(ctx context.Context, cfg Config) (_ *Hub, err error) {
 	if err := h.openKeys(ctx); err != nil {
 		return nil, err
 	}
+	if err := h.openAudit(ctx); err != nil {
+		return nil, err
+	}
 	if h.InitialToken, err = h.ensureOperator(ctx); err != nil {
 		return nil, err
 	}
@@ -176,8 +183,9 @@ func New(ctx context.Context, cfg Config) (_ *Hub, err error) {
 	}
 	h.api = api.New(api.Config{
 		Store: h.Store, Authority: h.Authority, Ingest: h.Ingest, Keys: h.Keys, Sealer: h.sealer, DeviceURL: deviceURL,
-		Purge:         h.requestPurge,
-		KeyJobs:       h.rot,
+		Purge:   h.requestPurge,
+		KeyJobs: h.rot,
+		Audit:   h.Audit, AuditKey: h.AuditKey,
 		EnrolTokenTTL: cfg.EnrolTokenTTL, CertLifetime: cfg.CertLifetime,
 		Now: cfg.Now, Rand: cfg.Rand, Log: cfg.Log,
 	})
@@ -279,6 +287,9 @@ func (h *Hub) ensureOperator(ctx context.Context) (string, error) {
 	}
 	return token, nil
 }
+
+// API is the hub's HTTP surface (for tests that walk its routes).
+func (h *Hub) API() *api.API { return h.api }
 
 // APIURL is the operator API's base URL.
 func (h *Hub) APIURL() string { return "https://" + h.apiAddr() }
@@ -392,6 +403,9 @@ func (h *Hub) Close() error {
 	}
 	if h.Keys != nil {
 		h.Keys.Close()
+	}
+	if h.Audit != nil {
+		h.Audit.Close()
 	}
 	if h.kek != nil {
 		h.kek.Close()

@@ -110,6 +110,8 @@ type Result struct {
 	Batches    int `json:"batches"`
 	Readings   int `json:"readings"`   // readings newly stored
 	Duplicates int `json:"duplicates"` // batches already stored before (replays)
+	// IDs are the request's batch IDs, in order, for the audit log.
+	IDs []wire.BatchID `json:"-"`
 }
 
 // Identity names the connector that sent a request, as its certificate says.
@@ -248,7 +250,10 @@ func (s *Service) Accept(ctx context.Context, id Identity, body []byte) (Result,
 		return Result{}, errs.E(op, errs.Unavailable, c.err)
 	}
 	s.touch(st, id)
-	res := Result{Batches: len(batches)}
+	res := Result{Batches: len(batches), IDs: make([]wire.BatchID, len(batches))}
+	for i := range batches {
+		res.IDs[i] = batches[i].ID
+	}
 	for i, d := range c.dup {
 		if d {
 			res.Duplicates++

@@ -1,0 +1,162 @@
+package api
+
+import (
+	"fmt"
+	"net/http"
+	"strconv"
+
+	"github.com/custos-iot/custos/internal/audit"
+	"github.com/custos-iot/custos/internal/errs"
+	"github.com/custos-iot/custos/internal/registry"
+)
+
+// record appends the audit entry of an operator request before it runs:
+// who (the token's pseudonymous ID), which route, which resource and, for
+// reads of a stream or changes to a subject, whose data. If the entry
+// cannot be made durable the request is refused: no action without its
+// entry.
+func (a *API) record(r *http.Request, who audit.PrincipalID, outcome audit.Outcome) error {
+	e := audit.Entry{
+		Principal:  who,
+		Action:     audit.Action(r.Pattern),
+		Resource:   audit.Resource(r.URL.Path),
+		Resolution: audit.Resolution(r.URL.Query().Get("resolution")),
+		Purpose:    audit.Purpose(r.URL.Query().Get("purpose")),
+		Outcome:    outcome,
+		Request:    audit.RequestID(requestID(r)),
+	}
+	if e.Action == "" {
+		e.Action = audit.Action(r.Method + " " + r.URL.Path)
+	}
+	if outcome == audit.Allowed {
+		e.Subject = a.subjectOf(r)
+		if e.Resolution == "" && r.PathValue("stream") != "" {
+			e.Resolution = "raw"
+		}
+	}
+	if _, err := a.cfg.Audit.Append(r.Context(), e); err != nil {
+		return errs.E(errs.Unavailable, fmt.Errorf("audit log: %w", err))
+	}
+	return nil
+}
+
+// deny records a refused request and returns its error. A refusal whose
+// entry cannot be written is still a refusal.
+func (a *API) deny(r *http.Request, err error) error {
+	if rerr := a.record(r, "anonymous", audit.Denied); rerr != nil {
+		a.log.Error("audit log: recording a denial failed", "request_id", requestID(r), "err", rerr)
+	}
+	return err
+}
+
+// subjectOf names the data subject whose data a request touches, so that
+// subjects can find the entries about them.
+func (a *API) subjectOf(r *http.Request) audit.SubjectID {
+	if s := r.PathValue("subject"); s != "" {
+		return audit.SubjectID(s)
+	}
+	if s := r.PathValue("stream"); s != "" {
+		st, err := a.cfg.Store.Stream(r.Context(), registry.TenantID(r.PathValue("tenant")), registry.StreamID(s))
+		if err == nil {
+			return audit.SubjectID(st.Subject)
+		}
+	}
+	return ""
+}
+
+// auditCheckpoint serves the latest signed checkpoint (a C2SP checkpoint
+// in a signed note). It is public: anyone with the log's public key can
+// check it and hold the hub to it.
+func (a *API) auditCheckpoint(w http.ResponseWriter, r *http.Request) error {
+	cp, err := a.cfg.Audit.Checkpoint(r.Context())
+	if err != nil {
+		return errs.E(errs.Unavailable, err)
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Write(cp)
+	return nil
+}
+
+// auditKey serves the log's public key (a note verifier key).
+func (a *API) auditKey(w http.ResponseWriter, r *http.Request) error {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	fmt.Fprintln(w, a.cfg.AuditKey)
+	return nil
+}
+
+// Proof is an inclusion or consistency proof.
+type Proof struct {
+	Proof [][]byte `json:"proof"`
+}
+
+func uintParam(r *http.Request, name string) (uint64, error) {
+	v, err := strconv.ParseUint(r.URL.Query().Get(name), 10, 64)
+	if err != nil {
+		return 0, errs.E(errs.Invalid, fmt.Sprintf("%s must be a non-negative integer", name))
+	}
+	return v, nil
+}
+
+// auditInclusion proves that entry index is in the tree of the given size.
+func (a *API) auditInclusion(w http.ResponseWriter, r *http.Request) error {
+	index, err := uintParam(r, "index")
+	if err != nil {
+		return err
+	}
+	size, err := uintParam(r, "size")
+	if err != nil {
+		return err
+	}
+	p, err := a.cfg.Audit.InclusionProof(r.Context(), index, size)
+	if err != nil {
+		return errs.E(errs.Invalid, err)
+	}
+	writeJSON(w, http.StatusOK, Proof{p})
+	return nil
+}
+
+// auditConsistency proves that the tree of size from is a prefix of the
+// tree of size to.
+func (a *API) auditConsistency(w http.ResponseWriter, r *http.Request) error {
+	from, err := uintParam(r, "from")
+	if err != nil {
+		return err
+	}
+	to, err := uintParam(r, "to")
+	if err != nil {
+		return err
+	}
+	p, err := a.cfg.Audit.ConsistencyProof(r.Context(), from, to)
+	if err != nil {
+		return errs.E(errs.Invalid, err)
+	}
+	writeJSON(w, http.StatusOK, Proof{p})
+	return nil
+}
+
+// auditExport writes entries [from, to) with a fresh checkpoint as a
+// bundle that `custos audit verify` checks offline. to defaults to the
+// whole log.
+func (a *API) auditExport(w http.ResponseWriter, r *http.Request) error {
+	cp, err := a.cfg.Audit.Sign(r.Context())
+	if err != nil {
+		return errs.E(errs.Unavailable, err)
+	}
+	from, to := uint64(0), a.cfg.Audit.Size()
+	if r.URL.Query().Has("from") {
+		if from, err = uintParam(r, "from"); err != nil {
+			return err
+		}
+	}
+	if r.URL.Query().Has("to") {
+		if to, err = uintParam(r, "to"); err != nil {
+			return err
+		}
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	if err := audit.ExportAt(r.Context(), w, a.cfg.Audit, cp, from, to); err != nil {
+		return errs.E(errs.Invalid, err)
+	}
+	return nil
+}

@@ -1,0 +1,89 @@
+package hub
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/custos-iot/custos/internal/audit"
+)
+
+// openAudit opens the tamper-evident audit log in <DataDir>/audit: the
+// entries (append-only, fsynced before an action is acknowledged), the
+// latest signed checkpoint, and the log's signing key (log.key, 0600,
+// created on first start) with its public half (log.pub) for verifiers.
+func (h *Hub) openAudit(ctx context.Context) error {
+	dir := filepath.Join(h.cfg.DataDir, "audit")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("hub: audit directory: %w", err)
+	}
+	origin := h.cfg.Names[0] + "/custos-audit"
+	skey, vkey, err := loadOrCreateLogKey(dir, origin)
+	if err != nil {
+		return err
+	}
+	signer, err := audit.NewSigner(skey)
+	if err != nil {
+		return fmt.Errorf("hub: audit signing key: %w", err)
+	}
+	verifier, err := audit.NewVerifier(vkey)
+	if err != nil {
+		return fmt.Errorf("hub: audit public key: %w", err)
+	}
+	st, err := audit.OpenFileStorage(filepath.Join(dir, "log"))
+	if err != nil {
+		return err
+	}
+	h.Audit, err = audit.Open(ctx, audit.Config{Storage: st, Origin: signer.Name(), Signer: signer, Verifier: verifier, Now: h.cfg.Now})
+	if err != nil {
+		return err
+	}
+	h.AuditKey = vkey
+	return nil
+}
+
+// loadOrCreateLogKey reads the audit log's note keys, creating them on
+// first start. The signing key is written 0600 and refused if looser.
+func loadOrCreateLogKey(dir, origin string) (skey, vkey string, err error) {
+	kp, pp := filepath.Join(dir, "log.key"), filepath.Join(dir, "log.pub")
+	b, err := os.ReadFile(kp)
+	if errors.Is(err, fs.ErrNotExist) {
+		if skey, vkey, err = audit.GenerateKey(rand.Reader, origin); err != nil {
+			return "", "", err
+		}
+		f, err := os.OpenFile(kp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			return "", "", fmt.Errorf("hub: create %s: %w", kp, err)
+		}
+		_, werr := f.WriteString(skey + "\n")
+		if serr := f.Sync(); werr == nil {
+			werr = serr
+		}
+		if cerr := f.Close(); werr == nil {
+			werr = cerr
+		}
+		if werr != nil {
+			return "", "", werr
+		}
+		if err := os.WriteFile(pp, []byte(vkey+"\n"), 0o644); err != nil {
+			return "", "", err
+		}
+		return skey, vkey, nil
+	}
+	if err != nil {
+		return "", "", err
+	}
+	if fi, err := os.Stat(kp); err == nil && fi.Mode().Perm()&0o077 != 0 {
+		return "", "", fmt.Errorf("hub: %s is readable by group or others (mode %#o); chmod 600 it", kp, fi.Mode().Perm())
+	}
+	pub, err := os.ReadFile(pp)
+	if err != nil {
+		return "", "", fmt.Errorf("hub: audit public key: %w", err)
+	}
+	return strings.TrimSpace(string(b)), strings.TrimSpace(string(pub)), nil
+}
