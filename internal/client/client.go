@@ -326,3 +326,24 @@ func (c *Client) AddHousehold(ctx context.Context, t registry.TenantID, name, me
 	}
 	return h, nil
 }
+
+// Checkpoint fetches the audit log's latest signed checkpoint. With
+// ConsistencyProof it makes the hub a source for an audit witness; the
+// witness verifies everything it gets.
+func (c *Client) Checkpoint(ctx context.Context) ([]byte, error) {
+	var b bytes.Buffer
+	if _, err := c.Raw(ctx, "GET", "/v1/audit/checkpoint", &b); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
+}
+
+// ConsistencyProof fetches the proof that the audit tree of size1 is a
+// prefix of the tree of size2.
+func (c *Client) ConsistencyProof(ctx context.Context, size1, size2 uint64) ([][]byte, error) {
+	var p struct {
+		Proof [][]byte `json:"proof"`
+	}
+	err := c.Do(ctx, "GET", fmt.Sprintf("/v1/audit/proof/consistency?from=%d&to=%d", size1, size2), nil, &p)
+	return p.Proof, err
+}
