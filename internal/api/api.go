@@ -46,6 +46,9 @@ type Config struct {
 	Audit *audit.Log
 	// AuditKey is the log's public key (a note verifier key).
 	AuditKey string
+	// Recorder, if set, takes the entries instead of Audit. Benchmarks set
+	// it to measure what auditing costs; a hub serving people never does.
+	Recorder Recorder
 	// Purge is called after an erasure so the subject's sealed rows are
 	// deleted in the background. Optional.
 	Purge func()
@@ -65,6 +68,12 @@ type Config struct {
 	Rand io.Reader
 	// Log receives request failures (IDs only). Default slog.Default().
 	Log *slog.Logger
+}
+
+// Recorder appends audit entries durably.
+type Recorder interface {
+	Append(ctx context.Context, e audit.Entry) (uint64, error)
+	AppendBatch(ctx context.Context, es []audit.Entry) (uint64, error)
 }
 
 // API serves HTTP requests. It is safe for concurrent use.
@@ -89,6 +98,9 @@ func New(cfg Config) *API {
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
+	}
+	if cfg.Recorder == nil {
+		cfg.Recorder = cfg.Audit
 	}
 	return &API{cfg: cfg, log: cfg.Log}
 }

@@ -34,7 +34,7 @@ func (a *API) record(r *http.Request, who audit.PrincipalID, outcome audit.Outco
 			e.Resolution = "raw"
 		}
 	}
-	if _, err := a.cfg.Audit.Append(r.Context(), e); err != nil {
+	if _, err := a.cfg.Recorder.Append(r.Context(), e); err != nil {
 		return errs.E(errs.Unavailable, fmt.Errorf("audit log: %w", err))
 	}
 	return nil

@@ -162,7 +162,7 @@ func (a *API) postBatches(w http.ResponseWriter, r *http.Request, id ingest.Iden
 		entries[i] = audit.Entry{Principal: audit.PrincipalID(id.Connector), Action: "ingest.batch",
 			Resource: audit.Resource("batch/" + b.String()), Outcome: audit.Allowed, Request: audit.RequestID(requestID(r))}
 	}
-	if _, err := a.cfg.Audit.AppendBatch(r.Context(), entries); err != nil {
+	if _, err := a.cfg.Recorder.AppendBatch(r.Context(), entries); err != nil {
 		return errs.E(errs.Unavailable, fmt.Errorf("audit log: %w", err))
 	}
 	writeJSON(w, http.StatusOK, res)

@@ -31,9 +31,15 @@ type bed struct {
 	stop func()
 }
 
-func newBed(ctx context.Context, dir string) (*bed, error) {
+func newBed(ctx context.Context, dir string) (*bed, error) { return newBedWith(ctx, dir, nil) }
+
+func newBedWith(ctx context.Context, dir string, tweak func(*hub.Config)) (*bed, error) {
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	h, err := hub.New(ctx, hub.Config{DataDir: filepath.Join(dir, "hub"), APIAddr: "127.0.0.1:0", DeviceAddr: "127.0.0.1:0", Log: quiet})
+	cfg := hub.Config{DataDir: filepath.Join(dir, "hub"), APIAddr: "127.0.0.1:0", DeviceAddr: "127.0.0.1:0", Log: quiet}
+	if tweak != nil {
+		tweak(&cfg)
+	}
+	h, err := hub.New(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}

@@ -69,6 +69,10 @@ type Config struct {
 	OldKEKFiles []string
 	// HSM, if set, takes the KEK from a PKCS#11 token instead of KEKFile.
 	HSM *pkcs11.Config
+	// AuditOff discards audit entries instead of appending them. For the
+	// benchmark that measures what auditing adds to a read only; a hub
+	// serving people never sets it.
+	AuditOff bool
 	// Plaintext stores readings unsealed. For benchmarks that measure the
 	// cost of sealing only; a hub serving people never sets it.
 	Plaintext bool
@@ -185,7 +189,7 @@ func New(ctx context.Context, cfg Config) (_ *Hub, err error) {
 		Store: h.Store, Authority: h.Authority, Ingest: h.Ingest, Keys: h.Keys, Sealer: h.sealer, DeviceURL: deviceURL,
 		Purge:   h.requestPurge,
 		KeyJobs: h.rot,
-		Audit:   h.Audit, AuditKey: h.AuditKey,
+		Audit:   h.Audit, AuditKey: h.AuditKey, Recorder: h.recorder(),
 		EnrolTokenTTL: cfg.EnrolTokenTTL, CertLifetime: cfg.CertLifetime,
 		Now: cfg.Now, Rand: cfg.Rand, Log: cfg.Log,
 	})
@@ -287,6 +291,18 @@ func (h *Hub) ensureOperator(ctx context.Context) (string, error) {
 	}
 	return token, nil
 }
+
+func (h *Hub) recorder() api.Recorder {
+	if h.cfg.AuditOff {
+		return discard{}
+	}
+	return h.Audit
+}
+
+type discard struct{}
+
+func (discard) Append(context.Context, audit.Entry) (uint64, error)        { return 0, nil }
+func (discard) AppendBatch(context.Context, []audit.Entry) (uint64, error) { return 0, nil }
 
 // API is the hub's HTTP surface (for tests that walk its routes).
 func (h *Hub) API() *api.API { return h.api }
