@@ -78,8 +78,9 @@ type Recorder interface {
 
 // API serves HTTP requests. It is safe for concurrent use.
 type API struct {
-	cfg Config
-	log *slog.Logger
+	cfg      Config
+	log      *slog.Logger
+	accesses accessIndex
 }
 
 // New returns an API for cfg.

@@ -1,9 +1,12 @@
 package api
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
+	"sync"
 
 	"github.com/custos-iot/custos/internal/audit"
 	"github.com/custos-iot/custos/internal/errs"
@@ -159,4 +162,111 @@ func (a *API) auditExport(w http.ResponseWriter, r *http.Request) error {
 		return errs.E(errs.Invalid, err)
 	}
 	return nil
+}
+
+// accessIndex maps data subjects to the audit entries about their data.
+// It catches up with the log on every query, reading only the entries
+// appended since the last one.
+type accessIndex struct {
+	mu        sync.Mutex
+	upTo      uint64
+	bySubject map[audit.SubjectID][]uint64
+}
+
+func (x *accessIndex) catchUp(ctx context.Context, l *audit.Log, size uint64) error {
+	if x.bySubject == nil {
+		x.bySubject = map[audit.SubjectID][]uint64{}
+	}
+	const step = 1 << 16
+	for x.upTo < size {
+		end := min(x.upTo+step, size)
+		es, err := l.Entries(ctx, x.upTo, end)
+		if err != nil {
+			return err
+		}
+		for i, e := range es {
+			if e.Subject != "" {
+				x.bySubject[e.Subject] = append(x.bySubject[e.Subject], x.upTo+uint64(i))
+			}
+		}
+		x.upTo = end
+	}
+	return nil
+}
+
+// Access is one audit entry about a subject's data, with its proof of
+// inclusion in the tree of the answer's checkpoint.
+type Access struct {
+	Index uint64      `json:"index"`
+	Entry audit.Entry `json:"entry"`
+	Proof [][]byte    `json:"proof"`
+}
+
+// Accesses answers "who accessed my data": the newest audit entries about
+// a data subject's data, each with an inclusion proof against a freshly
+// signed checkpoint, so the answer can be checked against the public log.
+type Accesses struct {
+	Checkpoint string   `json:"checkpoint"`
+	Size       uint64   `json:"size"`
+	Entries    []Access `json:"entries"`
+}
+
+func (a *API) subjectAccesses(w http.ResponseWriter, r *http.Request) error {
+	t, sub := registry.TenantID(r.PathValue("tenant")), audit.SubjectID(r.PathValue("subject"))
+	if _, err := a.cfg.Store.Subject(r.Context(), t, registry.SubjectID(sub)); err != nil {
+		return err
+	}
+	limit := 1000
+	if v := r.URL.Query().Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 10_000 {
+			return errs.E(errs.Invalid, "limit must be between 1 and 10000")
+		}
+		limit = n
+	}
+	cp, err := a.cfg.Audit.Sign(r.Context())
+	if err != nil {
+		return errs.E(errs.Unavailable, err)
+	}
+	size := a.cfg.Audit.Size()
+	a.accesses.mu.Lock()
+	err = a.accesses.catchUp(r.Context(), a.cfg.Audit, size)
+	idx := a.accesses.bySubject[sub]
+	a.accesses.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	// The checkpoint covers at least the entries seen at signing time;
+	// entries appended since are left for the next question.
+	cpSize := size
+	if parsed, err := parseCheckpointSize(cp); err == nil {
+		cpSize = parsed
+	}
+	out := Accesses{Checkpoint: string(cp), Size: cpSize, Entries: []Access{}}
+	for i := len(idx) - 1; i >= 0 && len(out.Entries) < limit; i-- {
+		if idx[i] >= cpSize {
+			continue
+		}
+		es, err := a.cfg.Audit.Entries(r.Context(), idx[i], idx[i]+1)
+		if err != nil {
+			return err
+		}
+		p, err := a.cfg.Audit.InclusionProof(r.Context(), idx[i], cpSize)
+		if err != nil {
+			return err
+		}
+		out.Entries = append(out.Entries, Access{Index: idx[i], Entry: es[0], Proof: p})
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// parseCheckpointSize reads the tree size from a checkpoint note's body
+// (origin, size, root), without verifying it: the caller signed it.
+func parseCheckpointSize(note []byte) (uint64, error) {
+	lines := strings.SplitN(string(note), "\n", 3)
+	if len(lines) < 3 {
+		return 0, errs.E(errs.Invalid, "malformed checkpoint")
+	}
+	return strconv.ParseUint(lines[1], 10, 64)
 }

@@ -67,6 +67,7 @@ func (a *API) routes() []route {
 		{"POST /v1/tenants/{tenant}/subjects", op(a.createSubject)},
 		{"GET /v1/tenants/{tenant}/subjects", op(a.listSubjects)},
 		{"POST /v1/tenants/{tenant}/subjects/{subject}/erase", op(a.eraseSubject)},
+		{"GET /v1/tenants/{tenant}/subjects/{subject}/accesses", op(a.subjectAccesses)},
 		{"GET /v1/tenants/{tenant}/erasures", op(list(a, a.cfg.Store.Erasures))},
 		{"GET /v1/keys", op(a.keyOverview)},
 		{"POST /v1/keys/rotate-kek", op(a.rotateKEK)},

@@ -115,6 +115,38 @@ func TestAuditReadsNameTheSubject(t *testing.T) {
 	if e := es[0]; e.Subject != audit.SubjectID(hh.Subject.ID) || e.Resolution != "1d" || e.Outcome != audit.Allowed || !strings.Contains(string(e.Resource), string(hh.Streams[0].ID)) {
 		t.Errorf("read entry: %+v", e)
 	}
+	// "Who accessed my data": the read is listed for the subject, with a
+	// proof of inclusion in the signed checkpoint that goes with it.
+	var acc api.Accesses
+	if err := c.Do(ctx, "GET", "/v1/tenants/"+string(ten.ID)+"/subjects/"+string(hh.Subject.ID)+"/accesses", nil, &acc); err != nil {
+		t.Fatal(err)
+	}
+	v, err := audit.NewVerifier(h.AuditKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp, _, err := audit.VerifyCheckpoint([]byte(acc.Checkpoint), v, nil, 0)
+	if err != nil {
+		t.Fatalf("checkpoint: %v", err)
+	}
+	found := false
+	for _, a := range acc.Entries {
+		if a.Entry.Subject != audit.SubjectID(hh.Subject.ID) {
+			t.Errorf("an entry about another subject: %+v", a.Entry)
+		}
+		leaf, err := a.Entry.MarshalBinary()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := audit.VerifyInclusion(leaf, a.Index, cp.Size, a.Proof, cp.Hash); err != nil {
+			t.Errorf("entry %d: inclusion proof: %v", a.Index, err)
+		}
+		found = found || (a.Entry.Resolution == "1d" && a.Entry.Request == es[0].Request)
+	}
+	if !found {
+		t.Errorf("the 1d read is not among the subject's accesses: %+v", acc.Entries)
+	}
+
 	// Export through the API and verify with nothing but the public key.
 	var bundle bytes.Buffer
 	resp, err := exportBundle(h, &bundle)
