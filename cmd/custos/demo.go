@@ -121,6 +121,7 @@ func runDemo(ctx context.Context, dir, apiAddr, devAddr string, households int) 
 	}
 
 	abs, _ := filepath.Abs(h.CAFile())
+	auditPub, _ := filepath.Abs(filepath.Join(dir, "hub", "audit", "log.pub"))
 	st := hs[0].Streams[1] // house-1 consumption
 	fmt.Printf(`
 Custos demo is running.
@@ -137,14 +138,19 @@ Use the CLI from this checkout:
   go run ./cmd/custos stream list
   go run ./cmd/custos connector list
 
-Read live data (house-1 consumption, last minute):
+Read live data (house-1 consumption, last minute; add &resolution=15m for aggregates):
 
   curl -s --cacert %s -H "Authorization: Bearer %s" "%s/v1/tenants/%s/streams/%s/readings?since=1m"
+
+Every read above lands in the tamper-evident audit log; check it offline:
+
+  go run ./cmd/custos audit export --out audit.bundle
+  go run ./cmd/custos audit verify --bundle audit.bundle --key @%s
 
 Press Ctrl-C to stop.
 `, h.APIURL(), abs, h.DeviceURL(), len(hs), h.InitialToken, ten.ID, ten.Name, logFile.Name(),
 		h.APIURL(), abs, h.InitialToken, ten.ID,
-		abs, h.InitialToken, h.APIURL(), ten.ID, st.ID)
+		abs, h.InitialToken, h.APIURL(), ten.ID, st.ID, auditPub)
 
 	<-ctx.Done()
 	fmt.Println("\nStopping: flushing connectors, then the hub.")
