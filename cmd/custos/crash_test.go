@@ -30,8 +30,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/custos-iot/custos/internal/audit"
 	"github.com/custos-iot/custos/internal/client"
 	"github.com/custos-iot/custos/internal/registry"
+	"github.com/custos-iot/custos/internal/store"
 	"github.com/custos-iot/custos/internal/uplink"
 )
 
@@ -495,6 +497,63 @@ func TestCrashHub(t *testing.T) {
 	}
 	s.waitDelivered(ctx, t)
 	t.Logf("all readings delivered %v after the agent started", time.Since(began).Round(time.Millisecond))
+	s.checkAudit(ctx, t)
+}
+
+// checkAudit: the audit log, killed with the hub, verifies offline from an
+// export, and every batch the hub stored has its entry (a batch stored but
+// not acknowledged before a kill is recorded when the agent resends it).
+func (s *crashSetup) checkAudit(ctx context.Context, t *testing.T) {
+	t.Helper()
+	var bundle bytes.Buffer
+	if _, err := s.c.Raw(ctx, "GET", "/v1/audit/export", &bundle); err != nil {
+		t.Fatalf("audit export: %v", err)
+	}
+	key, err := os.ReadFile(filepath.Join(s.hub.dir, "data", "audit", "log.pub"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := audit.Verify(bytes.NewReader(bundle.Bytes()), nil, strings.TrimSpace(string(key)), nil, 0)
+	if err != nil {
+		t.Fatalf("the audit log does not verify after the kills: %v", err)
+	}
+	b, err := audit.ReadBundle(bytes.NewReader(bundle.Bytes()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	recorded := map[string]bool{}
+	for _, leaf := range b.Leaves {
+		e, err := audit.ParseEntry(leaf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.Action == "ingest.batch" {
+			recorded[strings.TrimPrefix(string(e.Resource), "batch/")] = true
+		}
+	}
+	st, err := store.Open(ctx, store.Config{Path: filepath.Join(s.hub.dir, "data", "hub.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	rows, err := st.DB().QueryContext(ctx, `SELECT batch_id FROM batches`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	stored, missing := 0, 0
+	for rows.Next() {
+		var id []byte
+		rows.Scan(&id)
+		stored++
+		if !recorded[fmt.Sprintf("%x", id)] {
+			missing++
+		}
+	}
+	if missing > 0 {
+		t.Errorf("%d of %d stored batches have no audit entry", missing, stored)
+	}
+	t.Logf("audit log: %d entries verify; all %d stored batches recorded", rep.Entries, stored)
 }
 
 // TestCrashAgent kills the agent with SIGKILL 3-4 times while it streams
