@@ -4,6 +4,7 @@
 //
 //	custos-agent enrol --hub URL --token TOKEN [--state-dir DIR]
 //	custos-agent run --config agent.json
+//	custos-agent bench (--hub URL --token TOKEN | --state-dir DIR) [--duration 60s] [--json]
 //
 // main only parses flags, handles signals and calls into internal/agent.
 package main
@@ -101,6 +102,6 @@ cleanly on SIGINT/SIGTERM; whatever a source emitted is in the spool by then.`,
 	}
 	runCmd.Flags().StringVar(&configFile, "config", "agent.json", "configuration file (JSON)")
 	runCmd.Flags().StringVar(&level, "log-level", "info", "debug, info, warn or error")
-	root.AddCommand(enrolCmd, runCmd)
+	root.AddCommand(enrolCmd, runCmd, newBench())
 	return root
 }
