@@ -127,6 +127,7 @@ wrong if anything is.`,
 
 	var state, witnessKey, cosigned string
 	var newKey string
+	var post bool
 	witness := &cobra.Command{
 		Use:   "witness",
 		Short: "Act as an independent witness: check the log only grows, then cosign its checkpoint",
@@ -144,7 +145,10 @@ Run it on your own machine, e.g. from cron. --new-key NAME creates a witness key
 				if err := os.WriteFile(witnessKey, []byte(skey+"\n"), 0o600); err != nil {
 					return err
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "witness key written to %s; its public key:\n%s\n", witnessKey, vkey)
+				if err := os.WriteFile(witnessKey+".pub", []byte(vkey+"\n"), 0o644); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "witness key written to %s; its public key (also in %s.pub), for the hub's --audit-witness:\n%s\n", witnessKey, witnessKey, vkey)
 				return nil
 			}
 			c, err := g.client()
@@ -175,6 +179,11 @@ Run it on your own machine, e.g. from cron. --new-key NAME creates a witness key
 			if err != nil {
 				return fmt.Errorf("refused to cosign: %w", err)
 			}
+			if post {
+				if err := c.Cosign(cmd.Context(), cp); err != nil {
+					return fmt.Errorf("hand the cosignature to the hub: %w", err)
+				}
+			}
 			if cosigned != "" {
 				return os.WriteFile(cosigned, cp, 0o644)
 			}
@@ -187,6 +196,7 @@ Run it on your own machine, e.g. from cron. --new-key NAME creates a witness key
 	witness.Flags().StringVar(&state, "state", "witness.state", "the last checkpoint this witness accepted")
 	witness.Flags().StringVar(&cosigned, "out", "", "write the cosigned checkpoint here (default stdout)")
 	witness.Flags().StringVar(&newKey, "new-key", "", "create a witness key pair with this name and exit")
+	witness.Flags().BoolVar(&post, "post", false, "also hand the cosigned checkpoint to the hub, which serves it at /v1/audit/checkpoint/cosigned")
 	cmd.AddCommand(export, verify, witness)
 	return cmd
 }

@@ -11,6 +11,10 @@ import (
 	"strings"
 	"testing"
 
+	"golang.org/x/mod/sumdb/note"
+
+	"github.com/custos-iot/custos/internal/audit"
+	"github.com/custos-iot/custos/internal/client"
 	"github.com/custos-iot/custos/internal/hub"
 )
 
@@ -125,8 +129,15 @@ func TestOperatorCLI(t *testing.T) {
 // witness twice against the hub.
 func TestAuditCLI(t *testing.T) {
 	dir := t.TempDir()
+	wkey := filepath.Join(dir, "witness.key")
+	mustCLI(t, "audit", "witness", "--new-key", "witness.example/w1", "--key", wkey)
+	wpub, err := os.ReadFile(wkey + ".pub")
+	if err != nil {
+		t.Fatal(err)
+	}
 	h, err := hub.New(context.Background(), hub.Config{DataDir: filepath.Join(dir, "hub"), APIAddr: "127.0.0.1:0", DeviceAddr: "127.0.0.1:0",
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		AuditWitnesses: []string{strings.TrimSpace(string(wpub))},
+		Log:            slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,11 +164,9 @@ func TestAuditCLI(t *testing.T) {
 		t.Fatalf("tampered export: %v\n%s", err, out)
 	}
 
-	wkey := filepath.Join(dir, "witness.key")
-	mustCLI(t, "audit", "witness", "--new-key", "witness.example/w1", "--key", wkey)
 	state := filepath.Join(dir, "witness.state")
 	for i := range 2 {
-		out := mustCLI(t, "audit", "witness", "--log-key", pub, "--key", wkey, "--state", state)
+		out := mustCLI(t, "audit", "witness", "--log-key", pub, "--key", wkey, "--state", state, "--post")
 		if !strings.Contains(out, "witness.example/w1") {
 			t.Fatalf("witness run %d: no cosignature in\n%s", i, out)
 		}
@@ -165,5 +174,26 @@ func TestAuditCLI(t *testing.T) {
 		if _, err := h.Audit.Sign(context.Background()); err != nil {
 			t.Fatal(err)
 		}
+	}
+	// The hub serves the cosigned checkpoint; a verifier can require a
+	// quorum of one known witness.
+	c, err := client.NewFromFile(h.APIURL(), "", h.CAFile())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cos bytes.Buffer
+	if _, err := c.Raw(context.Background(), "GET", "/v1/audit/checkpoint/cosigned", &cos); err != nil {
+		t.Fatal(err)
+	}
+	lv, _ := audit.NewVerifier(h.AuditKey)
+	wv, _ := audit.NewVerifier(strings.TrimSpace(string(wpub)))
+	if _, n, err := audit.VerifyCheckpoint(cos.Bytes(), lv, []note.Verifier{wv}, 1); err != nil || n != 1 {
+		t.Fatalf("cosigned checkpoint: %d witnesses, %v", n, err)
+	}
+	// A checkpoint cosigned by a witness the hub does not know is refused.
+	other := filepath.Join(dir, "other.key")
+	mustCLI(t, "audit", "witness", "--new-key", "other.example/w9", "--key", other)
+	if _, err := cli(t, "audit", "witness", "--log-key", pub, "--key", other, "--state", filepath.Join(dir, "other.state"), "--post"); err == nil || !strings.Contains(err.Error(), "no cosignature by a witness this hub knows") {
+		t.Fatalf("unknown witness: %v", err)
 	}
 }

@@ -32,6 +32,7 @@ type fileConfig struct {
 	HSMModule      string   `json:"hsm_module"`
 	HSMToken       string   `json:"hsm_token"`
 	HSMKeyLabel    string   `json:"hsm_key_label"`
+	AuditWitnesses []string `json:"audit_witnesses"`
 }
 
 func newServe() *cobra.Command {
@@ -100,6 +101,7 @@ which it prints once (and writes to --initial-token-file if given).`,
 	f.StringVar(&fc.HSMModule, "hsm-module", "", "PKCS#11 module: take the key-encryption key from an HSM (PIN in CUSTOS_HSM_PIN)")
 	f.StringVar(&fc.HSMToken, "hsm-token", "", "PKCS#11 token label")
 	f.StringVar(&fc.HSMKeyLabel, "hsm-key-label", "custos-kek", "PKCS#11 key label (created if missing)")
+	f.StringSliceVar(&fc.AuditWitnesses, "audit-witness", nil, "public key of an audit witness whose cosignatures the hub accepts (repeatable)")
 	return cmd
 }
 
@@ -130,6 +132,13 @@ func resolveConfig(cmd *cobra.Command, file, flags fileConfig) (hub.Config, erro
 		HSMToken:       pick("hsm-token", "CUSTOS_HSM_TOKEN", flags.HSMToken, file.HSMToken),
 		HSMKeyLabel:    pick("hsm-key-label", "CUSTOS_HSM_KEY_LABEL", flags.HSMKeyLabel, file.HSMKeyLabel),
 		Names:          file.Names,
+		AuditWitnesses: file.AuditWitnesses,
+	}
+	if v := os.Getenv("CUSTOS_AUDIT_WITNESSES"); v != "" {
+		c.AuditWitnesses = strings.Split(v, ",")
+	}
+	if cmd.Flags().Changed("audit-witness") {
+		c.AuditWitnesses = flags.AuditWitnesses
 	}
 	if v := os.Getenv("CUSTOS_NAMES"); v != "" {
 		c.Names = strings.Split(v, ",")
@@ -140,7 +149,7 @@ func resolveConfig(cmd *cobra.Command, file, flags fileConfig) (hub.Config, erro
 	cfg := hub.Config{
 		DataDir: c.DataDir, PostgresDSN: c.PostgresDSN, PostgresSchema: c.PostgresSchema,
 		APIAddr: c.APIAddr, DeviceAddr: c.DeviceAddr, Names: c.Names, DeviceURL: c.DeviceURL,
-		KeyDir: c.KeyDir, KEKFile: c.KEKFile,
+		KeyDir: c.KeyDir, KEKFile: c.KEKFile, AuditWitnesses: c.AuditWitnesses,
 	}
 	if c.HSMModule != "" {
 		if c.HSMToken == "" {

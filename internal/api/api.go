@@ -46,6 +46,9 @@ type Config struct {
 	Audit *audit.Log
 	// AuditKey is the log's public key (a note verifier key).
 	AuditKey string
+	// AuditWitnesses are the public keys of the witnesses whose
+	// cosignatures the hub accepts and serves.
+	AuditWitnesses []string
 	// Recorder, if set, takes the entries instead of Audit. Benchmarks set
 	// it to measure what auditing costs; a hub serving people never does.
 	Recorder Recorder
@@ -81,6 +84,7 @@ type API struct {
 	cfg      Config
 	log      *slog.Logger
 	accesses accessIndex
+	cosigned cosigned
 }
 
 // New returns an API for cfg.

@@ -3,10 +3,13 @@ package api
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
 	"sync"
+
+	"golang.org/x/mod/sumdb/note"
 
 	"github.com/custos-iot/custos/internal/audit"
 	"github.com/custos-iot/custos/internal/errs"
@@ -269,4 +272,83 @@ func parseCheckpointSize(note []byte) (uint64, error) {
 		return 0, errs.E(errs.Invalid, "malformed checkpoint")
 	}
 	return strconv.ParseUint(lines[1], 10, 64)
+}
+
+// cosigned holds the newest checkpoint that known witnesses cosigned.
+type cosigned struct {
+	mu   sync.Mutex
+	note []byte
+	size uint64
+}
+
+// auditCosign takes a witness's cosigned checkpoint. The witness proves
+// who it is by its signature: the copy must carry the log's signature and
+// at least one signature of a witness the hub is configured to know. The
+// newest such checkpoint, with every cosignature gathered for it, is served
+// at /v1/audit/checkpoint/cosigned.
+func (a *API) auditCosign(w http.ResponseWriter, r *http.Request) error {
+	const op errs.Op = "api.auditCosign"
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 64<<10))
+	if err != nil {
+		return a.denyAs(r, "witness", errs.E(op, errs.TooLarge, "a cosigned checkpoint is at most 64 KiB"))
+	}
+	logV, err := audit.NewVerifier(a.cfg.AuditKey)
+	if err != nil {
+		return err
+	}
+	var wvs []note.Verifier
+	for _, k := range a.cfg.AuditWitnesses {
+		v, err := audit.NewVerifier(k)
+		if err != nil {
+			return errs.E(op, fmt.Errorf("configured witness key: %w", err))
+		}
+		wvs = append(wvs, v)
+	}
+	if len(wvs) == 0 {
+		return a.denyAs(r, "witness", errs.E(op, errs.Forbidden, "this hub knows no witnesses (--audit-witness)"))
+	}
+	merged, err := audit.MergeCosignatures(body, logV, wvs, body)
+	if err != nil {
+		return a.denyAs(r, "witness", errs.E(op, errs.Invalid, err))
+	}
+	cp, n, err := audit.VerifyCheckpoint(merged, logV, wvs, 1)
+	if err != nil || n == 0 {
+		return a.denyAs(r, "witness", errs.E(op, errs.Forbidden, "no cosignature by a witness this hub knows"))
+	}
+	if err := a.record(r, "witness", audit.Allowed); err != nil {
+		return err
+	}
+	a.cosigned.mu.Lock()
+	defer a.cosigned.mu.Unlock()
+	switch {
+	case a.cosigned.note != nil && cp.Size == a.cosigned.size:
+		if m, err := audit.MergeCosignatures(a.cosigned.note, logV, wvs, merged); err == nil {
+			a.cosigned.note = m
+		}
+	case cp.Size > a.cosigned.size || a.cosigned.note == nil:
+		a.cosigned.note, a.cosigned.size = merged, cp.Size
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"size": cp.Size, "witnesses": n})
+	return nil
+}
+
+// denyAs records a refused request of a principal that has no token.
+func (a *API) denyAs(r *http.Request, who audit.PrincipalID, err error) error {
+	if rerr := a.record(r, who, audit.Denied); rerr != nil {
+		a.log.Error("audit log: recording a denial failed", "request_id", requestID(r), "err", rerr)
+	}
+	return err
+}
+
+// auditCosigned serves the newest checkpoint cosigned by known witnesses.
+func (a *API) auditCosigned(w http.ResponseWriter, r *http.Request) error {
+	a.cosigned.mu.Lock()
+	n := a.cosigned.note
+	a.cosigned.mu.Unlock()
+	if n == nil {
+		return errs.E(errs.NotFound, "no cosigned checkpoint yet")
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Write(n)
+	return nil
 }

@@ -36,6 +36,7 @@ var Public = map[string]bool{
 	"GET /v1/audit/checkpoint":                 true,
 	"GET /.well-known/custos/audit/checkpoint": true,
 	"GET /v1/audit/key":                        true,
+	"GET /v1/audit/checkpoint/cosigned":        true,
 	"GET /v1/audit/proof/inclusion":            true,
 	"GET /v1/audit/proof/consistency":          true,
 }
@@ -58,6 +59,8 @@ func (a *API) routes() []route {
 		{"GET /v1/audit/checkpoint", a.auditCheckpoint},
 		{"GET /.well-known/custos/audit/checkpoint", a.auditCheckpoint},
 		{"GET /v1/audit/key", a.auditKey},
+		{"GET /v1/audit/checkpoint/cosigned", a.auditCosigned},
+		{"POST /v1/audit/cosign", a.auditCosign},
 		{"GET /v1/audit/proof/inclusion", a.auditInclusion},
 		{"GET /v1/audit/proof/consistency", a.auditConsistency},
 		{"GET /v1/audit/export", op(a.auditExport)},

@@ -347,3 +347,23 @@ func (c *Client) ConsistencyProof(ctx context.Context, size1, size2 uint64) ([][
 	err := c.Do(ctx, "GET", fmt.Sprintf("/v1/audit/proof/consistency?from=%d&to=%d", size1, size2), nil, &p)
 	return p.Proof, err
 }
+
+// Cosign hands a witness's cosigned audit checkpoint to the hub.
+func (c *Client) Cosign(ctx context.Context, cosigned []byte) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.Base+"/v1/audit/cosign", bytes.NewReader(cosigned))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "text/plain; charset=utf-8")
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("reach hub at %s: %w", c.Base, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		var e api.ErrorBody
+		json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&e)
+		return &Error{Status: resp.StatusCode, Message: e.Error, RequestID: e.RequestID}
+	}
+	return nil
+}

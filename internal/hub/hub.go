@@ -69,6 +69,10 @@ type Config struct {
 	OldKEKFiles []string
 	// HSM, if set, takes the KEK from a PKCS#11 token instead of KEKFile.
 	HSM *pkcs11.Config
+	// AuditWitnesses are the public keys (note verifier keys) of the
+	// witnesses whose cosignatures of the audit log the hub accepts and
+	// serves.
+	AuditWitnesses []string
 	// AuditOff discards audit entries instead of appending them. For the
 	// benchmark that measures what auditing adds to a read only; a hub
 	// serving people never sets it.
@@ -189,7 +193,7 @@ func New(ctx context.Context, cfg Config) (_ *Hub, err error) {
 		Store: h.Store, Authority: h.Authority, Ingest: h.Ingest, Keys: h.Keys, Sealer: h.sealer, DeviceURL: deviceURL,
 		Purge:   h.requestPurge,
 		KeyJobs: h.rot,
-		Audit:   h.Audit, AuditKey: h.AuditKey, Recorder: h.recorder(),
+		Audit:   h.Audit, AuditKey: h.AuditKey, Recorder: h.recorder(), AuditWitnesses: cfg.AuditWitnesses,
 		EnrolTokenTTL: cfg.EnrolTokenTTL, CertLifetime: cfg.CertLifetime,
 		Now: cfg.Now, Rand: cfg.Rand, Log: cfg.Log,
 	})
