@@ -68,7 +68,7 @@ func TestLayering(t *testing.T) {
 	domain := []string{"internal/errs", "internal/registry", "internal/series", "internal/ingest", "internal/wire",
 		"internal/spool", "internal/enrol", "internal/pki", "internal/source", "internal/source/sim", "internal/uplink",
 		"internal/rollup", "internal/seal", "internal/access", "internal/audit", "internal/plausibility",
-		"internal/source/p1", "internal/source/mqtt", "internal/footprint"}
+		"internal/source/p1", "internal/source/mqtt", "internal/source/opcua", "internal/footprint"}
 	roots := map[string][]string{
 		mod + "internal/hub":   {mod + "cmd/custos", mod + "internal/bench"},
 		mod + "internal/agent": {mod + "cmd/custos", mod + "cmd/custos-agent"},

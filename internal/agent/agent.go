@@ -22,6 +22,7 @@ import (
 
 	"github.com/custos-iot/custos/internal/source"
 	"github.com/custos-iot/custos/internal/source/mqtt"
+	"github.com/custos-iot/custos/internal/source/opcua"
 	"github.com/custos-iot/custos/internal/source/p1"
 	"github.com/custos-iot/custos/internal/source/sim"
 	"github.com/custos-iot/custos/internal/spool"
@@ -54,6 +55,9 @@ type Config struct {
 	P1 []p1.Config `json:"p1,omitempty"`
 	// MQTT are MQTT brokers: Home Assistant, Tasmota, Shelly, plain topics.
 	MQTT []mqtt.Config `json:"mqtt,omitempty"`
+	// OPCUA are OPC UA servers, subscribed to with Basic256Sha256 and
+	// SignAndEncrypt unless configured otherwise.
+	OPCUA []opcua.Config `json:"opcua,omitempty"`
 	// HealthEvery is how often the agent reports its health (version,
 	// certificate expiry, spool depth, drops, sources). Default 30 s.
 	HealthEvery sim.Duration `json:"health_every,omitempty"`
@@ -181,8 +185,21 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 		}
 		a.sources = append(a.sources, s)
 	}
+	for _, oc := range cfg.OPCUA {
+		if oc.Log == nil {
+			oc.Log = cfg.Log
+		}
+		if oc.StateDir == "" {
+			oc.StateDir = cfg.StateDir
+		}
+		s, err := opcua.New(oc)
+		if err != nil {
+			return nil, err
+		}
+		a.sources = append(a.sources, s)
+	}
 	if len(a.sources) == 0 {
-		return nil, errors.New("agent: no sources configured (simulators, p1 or mqtt)")
+		return nil, errors.New("agent: no sources configured (simulators, p1, mqtt or opcua)")
 	}
 	if a.replays() && len(a.sources) > 1 {
 		return nil, errors.New("agent: a simulator replaying history (start set) must be the only source")

@@ -12,6 +12,7 @@ import (
 
 	"github.com/custos-iot/custos/internal/registry"
 	"github.com/custos-iot/custos/internal/source/mqtt"
+	"github.com/custos-iot/custos/internal/source/opcua"
 	"github.com/custos-iot/custos/internal/source/p1"
 	"github.com/custos-iot/custos/internal/source/sim"
 )
@@ -74,6 +75,20 @@ func sourceHealth(s any) registry.SourceHealth {
 			}
 		}
 		return registry.SourceHealth{Name: "mqtt", Status: status, Counters: c}
+	case *opcua.Source:
+		st := s.Stats()
+		status := "ok"
+		if !st.Connected {
+			status = "down"
+		}
+		c := map[string]uint64{"notifications": st.Notifications, "readings": st.Readings, "connects": st.Connects, "failures": st.Failures}
+		for reason, n := range st.Dropped {
+			c["dropped_"+string(reason)] = n
+			if n > 0 && reason != opcua.ReasonStale && status == "ok" {
+				status = "degraded"
+			}
+		}
+		return registry.SourceHealth{Name: "opcua", Status: status, Counters: c}
 	}
 	return registry.SourceHealth{Name: fmt.Sprintf("%T", s), Status: "ok"}
 }
