@@ -68,6 +68,9 @@ type Log struct {
 	levels   [][]byte // levels[k]: hashes of level cachedLevel+k, 32 bytes each
 	lastWhen int64
 
+	// appendMu orders appends with catching up on a shared storage.
+	appendMu sync.Mutex
+
 	signMu sync.Mutex
 	cp     []byte // latest signed checkpoint note
 	cpSize uint64
@@ -299,21 +302,39 @@ func (l *Log) commit(batch []*appendReq) {
 	if len(live) == 0 {
 		return
 	}
-	when := max(l.cfg.Now().UnixMilli(), l.lastWhen)
+	l.appendMu.Lock()
+	defer l.appendMu.Unlock()
+	_, shared := l.cfg.Storage.(SharedStorage)
+	when := max(l.cfg.Now().UnixMilli(), l.lastWhenLocked())
 	var leaves [][]byte
-	for _, r := range live {
-		for _, e := range r.entries {
-			e.When = when
-			leaf, err := e.MarshalBinary()
-			if err != nil { // validated in AppendBatch; cannot happen
-				panic(err)
+	var first uint64
+	var err error
+	for attempt := 0; ; attempt++ {
+		leaves = leaves[:0]
+		for _, r := range live {
+			for _, e := range r.entries {
+				e.When = when
+				leaf, err := e.MarshalBinary()
+				if err != nil { // validated in AppendBatch; cannot happen
+					panic(err)
+				}
+				leaves = append(leaves, leaf)
 			}
-			leaves = append(leaves, leaf)
 		}
+		first, err = l.cfg.Storage.Append(context.Background(), leaves)
+		var late *LateError
+		if errors.As(err, &late) && attempt < 5 {
+			when = max(when, late.Last)
+			continue
+		}
+		break
 	}
-	first, err := l.cfg.Storage.Append(context.Background(), leaves)
-	if err == nil && first != l.size {
-		err = errs.E(errs.Integrity, fmt.Errorf("storage placed the batch at %d, the tree has %d leaves: another writer?", first, l.size))
+	if err == nil && first > l.Size() && shared {
+		// Other replicas appended since: take their entries in first.
+		err = l.catchUp(context.Background(), first)
+	}
+	if err == nil && first != l.Size() {
+		err = errs.E(errs.Integrity, fmt.Errorf("storage placed the batch at %d, the tree has %d leaves: another writer?", first, l.Size()))
 	}
 	if err != nil {
 		for _, r := range live {
@@ -325,7 +346,7 @@ func (l *Log) commit(batch []*appendReq) {
 	for _, leaf := range leaves {
 		l.addLeaf(leaf)
 	}
-	l.lastWhen = when
+	l.lastWhen = max(l.lastWhen, when)
 	l.mu.Unlock()
 	idx := first
 	for _, r := range live {
@@ -357,6 +378,54 @@ func (l *Log) Size() uint64 {
 	return l.size
 }
 
+func (l *Log) lastWhenLocked() int64 {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	return l.lastWhen
+}
+
+// catchUp adds the entries other writers of a shared storage appended,
+// up to (not including) index to. l.appendMu must be held.
+func (l *Log) catchUp(ctx context.Context, to uint64) error {
+	const chunk = 4096
+	for from := l.Size(); from < to; from = l.Size() {
+		leaves, err := l.cfg.Storage.Leaves(ctx, from, min(from+chunk, to))
+		if err != nil {
+			return err
+		}
+		l.mu.Lock()
+		for i, leaf := range leaves {
+			var e Entry
+			if err := parseLeaf(leaf, &e); err != nil {
+				l.mu.Unlock()
+				return errs.E(errs.Integrity, fmt.Errorf("entry %d: %w", from+uint64(i), err))
+			}
+			l.lastWhen = max(l.lastWhen, e.When)
+			l.addLeaf(leaf)
+		}
+		l.mu.Unlock()
+	}
+	return nil
+}
+
+// sync brings a Log on a shared storage up to what every replica appended;
+// on a private storage it does nothing.
+func (l *Log) sync(ctx context.Context) error {
+	if _, shared := l.cfg.Storage.(SharedStorage); !shared {
+		return nil
+	}
+	n, err := l.cfg.Storage.Size(ctx)
+	if err != nil {
+		return err
+	}
+	l.appendMu.Lock()
+	defer l.appendMu.Unlock()
+	if n > l.Size() {
+		return l.catchUp(ctx, n)
+	}
+	return nil
+}
+
 // Origin returns the log's checkpoint origin.
 func (l *Log) Origin() string { return l.cfg.Origin }
 
@@ -364,6 +433,9 @@ func (l *Log) Origin() string { return l.cfg.Origin }
 // one already covers it, and returns the latest checkpoint note.
 func (l *Log) Sign(ctx context.Context) ([]byte, error) {
 	const op errs.Op = "audit.Sign"
+	if err := l.sync(ctx); err != nil {
+		return nil, errs.E(op, err)
+	}
 	l.signMu.Lock()
 	defer l.signMu.Unlock()
 	l.mu.RLock()
@@ -429,6 +501,11 @@ func (l *Log) Entries(ctx context.Context, from, to uint64) ([]Entry, error) {
 func (l *Log) InclusionProof(ctx context.Context, index, size uint64) ([][]byte, error) {
 	const op errs.Op = "audit.InclusionProof"
 	if size > l.Size() {
+		if err := l.sync(ctx); err != nil {
+			return nil, errs.E(op, err)
+		}
+	}
+	if size > l.Size() {
 		return nil, errs.E(op, errs.Invalid, fmt.Errorf("%w: size %d", ErrTooLarge, size))
 	}
 	nodes, err := proof.Inclusion(index, size)
@@ -442,6 +519,11 @@ func (l *Log) InclusionProof(ctx context.Context, index, size uint64) ([][]byte,
 // the tree of size2. Check it with [VerifyConsistency].
 func (l *Log) ConsistencyProof(ctx context.Context, size1, size2 uint64) ([][]byte, error) {
 	const op errs.Op = "audit.ConsistencyProof"
+	if size2 > l.Size() {
+		if err := l.sync(ctx); err != nil {
+			return nil, errs.E(op, err)
+		}
+	}
 	if size2 > l.Size() {
 		return nil, errs.E(op, errs.Invalid, fmt.Errorf("%w: size %d", ErrTooLarge, size2))
 	}

@@ -26,6 +26,27 @@ type Storage interface {
 	LatestCheckpoint(ctx context.Context) ([]byte, error)
 }
 
+// SharedStorage is a Storage that several Logs append to: the hub's
+// replicas on one database. Append places a batch after whatever any writer
+// appended (so first may be beyond the caller's tree, which then catches
+// up), and refuses with *LateError a batch timed before the newest stored
+// entry, so that times never decrease along the log. StoreCheckpoint keeps
+// the checkpoint of the largest tree.
+type SharedStorage interface {
+	Storage
+	// Shared marks the storage as shared; it does nothing.
+	Shared()
+}
+
+// LateError is returned by a SharedStorage's Append when the batch's
+// entries are timed before Last, the time of the newest stored entry
+// (another writer's clock is ahead). The Log re-stamps and retries.
+type LateError struct{ Last int64 }
+
+func (e *LateError) Error() string {
+	return fmt.Sprintf("batch timed before the newest stored entry (%d ms)", e.Last)
+}
+
 // MemoryStorage is a Storage in memory, for tests and ephemeral demos. It is
 // not durable: it loses everything with the process.
 type MemoryStorage struct {

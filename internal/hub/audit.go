@@ -13,10 +13,12 @@ import (
 	"github.com/custos-iot/custos/internal/audit"
 )
 
-// openAudit opens the tamper-evident audit log in <DataDir>/audit: the
-// entries (append-only, fsynced before an action is acknowledged), the
-// latest signed checkpoint, and the log's signing key (log.key, 0600,
-// created on first start) with its public half (log.pub) for verifiers.
+// openAudit opens the tamper-evident audit log: the entries (append-only,
+// durable before an action is acknowledged) and the latest signed
+// checkpoint in <DataDir>/audit (SQLite) or in the database shared by all
+// replicas (PostgreSQL), and the log's signing key (<DataDir>/audit/log.key,
+// 0600, created on first start; replicas must share it, like the CA) with
+// its public half (log.pub) for verifiers.
 func (h *Hub) openAudit(ctx context.Context) error {
 	dir := filepath.Join(h.cfg.DataDir, "audit")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -35,8 +37,12 @@ func (h *Hub) openAudit(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("hub: audit public key: %w", err)
 	}
-	st, err := audit.OpenFileStorage(filepath.Join(dir, "log"))
-	if err != nil {
+	// On PostgreSQL the replicas share one log in the database; one hub on
+	// SQLite keeps it in files beside its data.
+	var st audit.Storage
+	if h.cfg.PostgresDSN != "" {
+		st = h.Store.AuditLog()
+	} else if st, err = audit.OpenFileStorage(filepath.Join(dir, "log")); err != nil {
 		return err
 	}
 	h.Audit, err = audit.Open(ctx, audit.Config{Storage: st, Origin: signer.Name(), Signer: signer, Verifier: verifier, Now: h.cfg.Now})

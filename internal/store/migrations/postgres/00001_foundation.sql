@@ -121,6 +121,18 @@ CREATE TABLE rollups (
     data       BYTEA NOT NULL,
     PRIMARY KEY (stream_id, res, period_ms)
 );
+-- The audit log's leaves when hub replicas share it (PostgreSQL); one hub on
+-- SQLite keeps its log in files instead.
+CREATE TABLE audit_leaves (
+    idx     BIGINT PRIMARY KEY,
+    when_ms BIGINT NOT NULL,
+    leaf    BYTEA NOT NULL
+);
+CREATE TABLE audit_checkpoint (
+    id   INTEGER PRIMARY KEY,
+    size BIGINT NOT NULL,
+    note BYTEA NOT NULL
+);
 -- Erasure evidence: what was erased and when, never the erased data.
 CREATE TABLE erasures (
     subject_id     TEXT PRIMARY KEY,
@@ -134,6 +146,8 @@ CREATE TABLE erasures (
 
 -- +goose Down
 DROP TABLE erasures;
+DROP TABLE audit_checkpoint;
+DROP TABLE audit_leaves;
 DROP TABLE rollups;
 DROP TABLE chunks;
 DROP TABLE landing;
