@@ -70,7 +70,7 @@ func TestLayering(t *testing.T) {
 		"internal/rollup", "internal/seal", "internal/access", "internal/audit", "internal/plausibility",
 		"internal/source/p1", "internal/source/mqtt", "internal/source/opcua", "internal/footprint"}
 	roots := map[string][]string{
-		mod + "internal/hub":   {mod + "cmd/custos", mod + "internal/bench"},
+		mod + "internal/hub":   {mod + "cmd/custos", mod + "internal/bench", mod + "internal/hubtest"},
 		mod + "internal/agent": {mod + "cmd/custos", mod + "cmd/custos-agent"},
 	}
 	for _, p := range listPackages(t, "./...") {

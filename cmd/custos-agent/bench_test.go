@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"io"
-	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +13,7 @@ import (
 
 	"github.com/custos-iot/custos/internal/client"
 	"github.com/custos-iot/custos/internal/hub"
+	"github.com/custos-iot/custos/internal/hubtest"
 	"github.com/custos-iot/custos/internal/registry"
 	"github.com/custos-iot/custos/internal/source/sim"
 )
@@ -39,19 +38,8 @@ func TestBench(t *testing.T) {
 	if out, err := exec.Command("go", "build", "-ldflags=-s -w", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
-	h, err := hub.New(context.Background(), hub.Config{DataDir: filepath.Join(dir, "hub"), APIAddr: "127.0.0.1:0", DeviceAddr: "127.0.0.1:0",
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- h.Run(ctx) }()
-	defer func() { cancel(); <-done; h.Close() }()
-	c, err := client.NewFromFile(h.APIURL(), h.InitialToken, h.CAFile())
-	if err != nil {
-		t.Fatal(err)
-	}
+	h, c := hubtest.Start(t, hub.Config{DataDir: filepath.Join(dir, "hub")})
+	ctx := context.Background()
 	ten, streams, token := provisionBench(ctx, t, c, 100)
 
 	cmd := exec.Command(bin, "bench", "--hub", h.APIURL(), "--token", token, "--duration", duration, "--warmup", "3s", "--json")

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,8 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/custos-iot/custos/internal/client"
 	"github.com/custos-iot/custos/internal/hub"
+	"github.com/custos-iot/custos/internal/hubtest"
 )
 
 // TestNoListeningSocket runs the real agent binary against a hub and checks,
@@ -34,19 +33,8 @@ func TestNoListeningSocket(t *testing.T) {
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
-	h, err := hub.New(context.Background(), hub.Config{DataDir: filepath.Join(dir, "hub"), APIAddr: "127.0.0.1:0", DeviceAddr: "127.0.0.1:0",
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- h.Run(ctx) }()
-	defer func() { cancel(); <-done; h.Close() }()
-	c, err := client.NewFromFile(h.APIURL(), h.InitialToken, h.CAFile())
-	if err != nil {
-		t.Fatal(err)
-	}
+	h, c := hubtest.Start(t, hub.Config{DataDir: filepath.Join(dir, "hub")})
+	ctx := context.Background()
 	ten, err := c.CreateTenant(ctx, "Coop")
 	if err != nil {
 		t.Fatal(err)

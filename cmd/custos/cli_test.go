@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,6 +14,7 @@ import (
 	"github.com/custos-iot/custos/internal/audit"
 	"github.com/custos-iot/custos/internal/client"
 	"github.com/custos-iot/custos/internal/hub"
+	"github.com/custos-iot/custos/internal/hubtest"
 )
 
 // cli runs the custos command in-process with args and returns its output.
@@ -53,15 +52,7 @@ func jsonField(t *testing.T, out, field string) string {
 // tenant, subject, site, connector (with its enrolment token), device,
 // stream, lists, revocation, and the errors a user sees.
 func TestOperatorCLI(t *testing.T) {
-	h, err := hub.New(context.Background(), hub.Config{DataDir: t.TempDir(), APIAddr: "127.0.0.1:0", DeviceAddr: "127.0.0.1:0",
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- h.Run(ctx) }()
-	defer func() { cancel(); <-done; h.Close() }()
+	h, _ := hubtest.Start(t, hub.Config{})
 	t.Setenv("CUSTOS_HUB", h.APIURL())
 	t.Setenv("CUSTOS_CA", h.CAFile())
 
@@ -135,16 +126,7 @@ func TestAuditCLI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, err := hub.New(context.Background(), hub.Config{DataDir: filepath.Join(dir, "hub"), APIAddr: "127.0.0.1:0", DeviceAddr: "127.0.0.1:0",
-		AuditWitnesses: []string{strings.TrimSpace(string(wpub))},
-		Log:            slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- h.Run(ctx) }()
-	defer func() { cancel(); <-done; h.Close() }()
+	h, _ := hubtest.Start(t, hub.Config{DataDir: filepath.Join(dir, "hub"), AuditWitnesses: []string{strings.TrimSpace(string(wpub))}})
 	t.Setenv("CUSTOS_HUB", h.APIURL())
 	t.Setenv("CUSTOS_CA", h.CAFile())
 	t.Setenv("CUSTOS_TOKEN", h.InitialToken)

@@ -3,8 +3,6 @@ package api_test
 import (
 	"context"
 	"encoding/json"
-	"io"
-	"log/slog"
 	"net/http"
 	"strings"
 	"testing"
@@ -12,28 +10,11 @@ import (
 	"github.com/custos-iot/custos/internal/api"
 	"github.com/custos-iot/custos/internal/client"
 	"github.com/custos-iot/custos/internal/hub"
+	"github.com/custos-iot/custos/internal/hubtest"
 	"github.com/custos-iot/custos/internal/registry"
 )
 
-func start(t *testing.T) (*hub.Hub, *client.Client) {
-	t.Helper()
-	h, err := hub.New(context.Background(), hub.Config{
-		DataDir: t.TempDir(), APIAddr: "127.0.0.1:0", DeviceAddr: "127.0.0.1:0",
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- h.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done; h.Close() })
-	c, err := client.NewFromFile(h.APIURL(), h.InitialToken, h.CAFile())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return h, c
-}
+func start(t *testing.T) (*hub.Hub, *client.Client) { return hubtest.Start(t, hub.Config{}) }
 
 // raw sends a request with an arbitrary body and token and returns the
 // status and decoded error body.

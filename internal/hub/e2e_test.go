@@ -13,6 +13,7 @@ import (
 	"github.com/custos-iot/custos/internal/agent"
 	"github.com/custos-iot/custos/internal/client"
 	"github.com/custos-iot/custos/internal/hub"
+	"github.com/custos-iot/custos/internal/hubtest"
 	"github.com/custos-iot/custos/internal/registry"
 	"github.com/custos-iot/custos/internal/source/sim"
 )
@@ -22,32 +23,7 @@ func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)
 // startHub starts a hub on loopback with its own data directory.
 func startHub(t *testing.T, cfg hub.Config) (*hub.Hub, *client.Client) {
 	t.Helper()
-	if cfg.DataDir == "" {
-		cfg.DataDir = t.TempDir()
-	}
-	cfg.APIAddr, cfg.DeviceAddr = "127.0.0.1:0", "127.0.0.1:0"
-	if cfg.Log == nil {
-		cfg.Log = quiet()
-	}
-	h, err := hub.New(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- h.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("hub.Run: %v", err)
-		}
-		h.Close()
-	})
-	c, err := client.NewFromFile(h.APIURL(), h.InitialToken, h.CAFile())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return h, c
+	return hubtest.Start(t, cfg)
 }
 
 var t0 = time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC)
