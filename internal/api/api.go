@@ -160,6 +160,10 @@ func (a *API) operator(h handlerFunc) handlerFunc {
 		if !t.Expires.IsZero() && now.After(t.Expires) {
 			return a.deny(r, errs.E(op, errs.Unauthenticated, "operator token expired"))
 		}
+		if r.Method == http.MethodGet {
+			return a.auditedRead(w, r, audit.PrincipalID(t.ID), h)
+		}
+		// A change is recorded before it is made.
 		if err := a.record(r, audit.PrincipalID(t.ID), audit.Allowed); err != nil {
 			return err
 		}

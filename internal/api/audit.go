@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -149,7 +150,13 @@ func (a *API) auditExport(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return errs.E(errs.Unavailable, err)
 	}
-	from, to := uint64(0), a.cfg.Audit.Size()
+	// The default range is what the checkpoint covers: entries appended
+	// since (this request's own, for one) belong to the next export.
+	to, err := parseCheckpointSize(cp)
+	if err != nil {
+		return err
+	}
+	from := uint64(0)
 	if r.URL.Query().Has("from") {
 		if from, err = uintParam(r, "from"); err != nil {
 			return err
@@ -351,4 +358,52 @@ func (a *API) auditCosigned(w http.ResponseWriter, r *http.Request) error {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Write(n)
 	return nil
+}
+
+// auditedRead serves a read while its audit entry is made durable, and
+// releases the answer only once the entry is: the read costs the longer of
+// the two, not their sum. If the entry cannot be written the answer is
+// dropped and the request refused, as for any other action.
+func (a *API) auditedRead(w http.ResponseWriter, r *http.Request, who audit.PrincipalID, h handlerFunc) error {
+	recorded := make(chan error, 1)
+	go func() { recorded <- a.record(r, who, audit.Allowed) }()
+	buf := &heldResponse{header: http.Header{}}
+	herr := h(buf, r)
+	if err := <-recorded; err != nil {
+		return err
+	}
+	if herr != nil {
+		return herr
+	}
+	for k, v := range buf.header {
+		w.Header()[k] = v
+	}
+	if buf.code == 0 {
+		buf.code = http.StatusOK
+	}
+	w.WriteHeader(buf.code)
+	_, err := w.Write(buf.body.Bytes())
+	return err
+}
+
+// heldResponse keeps a response until it may be sent.
+type heldResponse struct {
+	header http.Header
+	code   int
+	body   bytes.Buffer
+}
+
+func (h *heldResponse) Header() http.Header { return h.header }
+
+func (h *heldResponse) WriteHeader(code int) {
+	if h.code == 0 {
+		h.code = code
+	}
+}
+
+func (h *heldResponse) Write(p []byte) (int, error) {
+	if h.code == 0 {
+		h.code = http.StatusOK
+	}
+	return h.body.Write(p)
 }
