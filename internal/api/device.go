@@ -147,23 +147,33 @@ func (a *API) postBatches(w http.ResponseWriter, r *http.Request, id ingest.Iden
 	if err != nil {
 		return errs.E(errs.TooLarge, fmt.Sprintf("body exceeds %d bytes; send smaller batches", wire.MaxBodyBytes))
 	}
-	res, err := a.cfg.Ingest.Accept(r.Context(), id, body)
+	p, err := a.cfg.Ingest.Prepare(r.Context(), id, body)
 	if err != nil {
 		if rerr := a.record(r, audit.PrincipalID(id.Connector), audit.Denied); rerr != nil {
 			a.log.Error("audit log: recording a refused batch failed", "request_id", requestID(r), "err", rerr)
 		}
 		return err
 	}
-	// One entry per batch, durable before the acknowledgement. If the log
-	// fails the connector gets no acknowledgement and resends; the store
-	// answers the resend as a duplicate, and it is recorded then.
-	entries := make([]audit.Entry, len(res.IDs))
-	for i, b := range res.IDs {
+	// One entry per batch, made durable while the batches commit: both must
+	// be durable before the acknowledgement. An entry records that the
+	// batch was authorised and stored or being stored; if the commit fails
+	// after all, the connector resends and the batch is recorded again.
+	entries := make([]audit.Entry, len(p.IDs))
+	for i, b := range p.IDs {
 		entries[i] = audit.Entry{Principal: audit.PrincipalID(id.Connector), Action: "ingest.batch",
 			Resource: audit.Resource("batch/" + b.String()), Outcome: audit.Allowed, Request: audit.RequestID(requestID(r))}
 	}
-	if _, err := a.cfg.Recorder.AppendBatch(r.Context(), entries); err != nil {
+	recorded := make(chan error, 1)
+	go func() {
+		_, err := a.cfg.Recorder.AppendBatch(r.Context(), entries)
+		recorded <- err
+	}()
+	res, cerr := p.Commit(r.Context())
+	if err := <-recorded; err != nil {
 		return errs.E(errs.Unavailable, fmt.Errorf("audit log: %w", err))
+	}
+	if cerr != nil {
+		return cerr
 	}
 	writeJSON(w, http.StatusOK, res)
 	return nil

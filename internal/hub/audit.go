@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/custos-iot/custos/internal/audit"
 )
@@ -45,7 +46,9 @@ func (h *Hub) openAudit(ctx context.Context) error {
 	} else if st, err = audit.OpenFileStorage(filepath.Join(dir, "log")); err != nil {
 		return err
 	}
-	h.Audit, err = audit.Open(ctx, audit.Config{Storage: st, Origin: signer.Name(), Signer: signer, Verifier: verifier, Now: h.cfg.Now})
+	// A short linger gathers the entries of concurrent requests (ingest
+	// batches from many connectors) into fewer fsyncs.
+	h.Audit, err = audit.Open(ctx, audit.Config{Storage: st, Origin: signer.Name(), Signer: signer, Verifier: verifier, Now: h.cfg.Now, Linger: time.Millisecond})
 	if err != nil {
 		return err
 	}

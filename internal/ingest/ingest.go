@@ -190,10 +190,31 @@ func (s *Service) load(ctx context.Context, id Identity, st *connState) error {
 }
 
 // Accept decodes a request body of one or more wire batches from a
-// connector and stores them (in the landing area, see store). It returns only when every batch is durable
-// (or was stored before). If any batch is malformed or names a stream the
-// connector may not write, nothing of the request is stored.
+// connector and stores them (in the landing area, see store). It returns
+// only when every batch is durable (or was stored before). If any batch is
+// malformed or names a stream the connector may not write, nothing of the
+// request is stored. It is Prepare followed by Commit.
 func (s *Service) Accept(ctx context.Context, id Identity, body []byte) (Result, error) {
+	p, err := s.Prepare(ctx, id, body)
+	if err != nil {
+		return Result{}, err
+	}
+	return p.Commit(ctx)
+}
+
+// Pending is a request that passed every check and is sealed, ready to be
+// committed. IDs are its batch IDs, in order.
+type Pending struct {
+	s   *Service
+	st  *connState
+	id  Identity
+	c   *commit
+	IDs []wire.BatchID
+}
+
+// Prepare decodes, authorises and seals a request without storing it: a
+// caller can record the request (e.g. in the audit log) while it commits.
+func (s *Service) Prepare(ctx context.Context, id Identity, body []byte) (*Pending, error) {
 	const op errs.Op = "ingest.Accept"
 	batches, err := wire.DecodeBatches(body)
 	if err != nil {
@@ -201,18 +222,20 @@ func (s *Service) Accept(ctx context.Context, id Identity, body []byte) (Result,
 		if errors.Is(err, wire.ErrTooLarge) {
 			kind = errs.TooLarge
 		}
-		return Result{}, errs.E(op, kind, err)
+		return nil, errs.E(op, kind, err)
 	}
 	st, err := s.state(ctx, id)
 	if err != nil {
-		return Result{}, errs.E(op, err)
+		return nil, errs.E(op, err)
 	}
 	if st.status == registry.ConnectorRevoked {
-		return Result{}, errs.E(op, errs.Forbidden, "connector is revoked")
+		return nil, errs.E(op, errs.Forbidden, "connector is revoked")
 	}
+	p := &Pending{s: s, st: st, id: id, IDs: make([]wire.BatchID, len(batches))}
 	c := &commit{batches: make([]series.Batch, len(batches)), done: make(chan struct{})}
 	for i := range batches {
 		b := &batches[i]
+		p.IDs[i] = b.ID
 		out := &c.batches[i]
 		out.Connector, out.ID, out.Readings = id.Connector, b.ID, b.Len()
 		c.readings += out.Readings
@@ -220,20 +243,29 @@ func (s *Service) Accept(ctx context.Context, id Identity, body []byte) (Result,
 			sr := &b.Series[j]
 			v, ok := st.streams[sr.Key]
 			if !ok {
-				return Result{}, errs.E(op, errs.Forbidden, fmt.Sprintf("batch %s: stream %q is not a stream of this connector's devices", b.ID, sr.Key))
+				return nil, errs.E(op, errs.Forbidden, fmt.Sprintf("batch %s: stream %q is not a stream of this connector's devices", b.ID, sr.Key))
 			}
 			// Sealed under the subject's key before anything is stored;
 			// the compactor later re-cuts it by time bucket.
 			sealed, err := s.cfg.Sealer.Seal(ctx, v.Subject, sr.Block, series.LandingAD(v.Tenant, v.ID))
 			if err != nil {
 				if errs.Is(errs.NotFound, err) {
-					return Result{}, errs.E(op, errs.Forbidden, fmt.Sprintf("stream %q belongs to an erased data subject", sr.Key))
+					return nil, errs.E(op, errs.Forbidden, fmt.Sprintf("stream %q belongs to an erased data subject", sr.Key))
 				}
-				return Result{}, errs.E(op, err)
+				return nil, errs.E(op, err)
 			}
 			out.Chunks = append(out.Chunks, series.Chunk{Tenant: v.Tenant, Subject: v.Subject, Stream: v.ID, MinTime: sr.MinTime, MaxTime: sr.MaxTime, Count: len(sr.Readings), Data: sealed})
 		}
 	}
+	p.c = c
+	return p, nil
+}
+
+// Commit stores the prepared batches in the next group commit and returns
+// when they are durable (or were stored before).
+func (p *Pending) Commit(ctx context.Context) (Result, error) {
+	const op errs.Op = "ingest.Accept"
+	s, c := p.s, p.c
 	select {
 	case s.pending <- c:
 	case <-ctx.Done():
@@ -249,11 +281,8 @@ func (s *Service) Accept(ctx context.Context, id Identity, body []byte) (Result,
 	if c.err != nil {
 		return Result{}, errs.E(op, errs.Unavailable, c.err)
 	}
-	s.touch(st, id)
-	res := Result{Batches: len(batches), IDs: make([]wire.BatchID, len(batches))}
-	for i := range batches {
-		res.IDs[i] = batches[i].ID
-	}
+	s.touch(p.st, p.id)
+	res := Result{Batches: len(c.batches), IDs: p.IDs}
 	for i, d := range c.dup {
 		if d {
 			res.Duplicates++
