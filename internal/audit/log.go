@@ -35,9 +35,10 @@ type Config struct {
 	// MaxBatch is the most entries committed with one storage write.
 	// Default 8192.
 	MaxBatch int
-	// Linger is how long a commit waits for more entries before it writes,
-	// trading a little latency for fewer fsyncs when entries arrive at a
-	// high rate from many callers. Default 0: write what is queued at once.
+	// Linger is how long a commit waits for more entries before it writes
+	// when the previous commit gathered several requests, trading a little
+	// latency for fewer fsyncs under concurrent load; a lone request is
+	// written at once. Default 0: always write what is queued at once.
 	Linger time.Duration
 }
 
@@ -253,6 +254,7 @@ func (l *Log) AppendBatch(ctx context.Context, entries []Entry) (uint64, error) 
 func (l *Log) sequence() {
 	defer l.wg.Done()
 	batch := make([]*appendReq, 0, 64)
+	busy := false
 	for {
 		batch = batch[:0]
 		select {
@@ -263,8 +265,10 @@ func (l *Log) sequence() {
 			return
 		}
 		n := len(batch[0].entries)
+		// Linger only under concurrent load (the last commit gathered
+		// several requests): a lone request is written at once.
 		var linger <-chan time.Time
-		if l.cfg.Linger > 0 {
+		if l.cfg.Linger > 0 && busy {
 			linger = time.After(l.cfg.Linger)
 		}
 	more:
@@ -291,6 +295,7 @@ func (l *Log) sequence() {
 			}
 			n += len(r.entries)
 		}
+		busy = len(batch) > 1
 		l.commit(batch)
 	}
 }
