@@ -135,18 +135,24 @@ func CreateCSR(key crypto.Signer, rand io.Reader) ([]byte, error) {
 	return der, nil
 }
 
-// writeFileExclusive writes data to path with mode perm, atomically and only
-// if path does not exist: it writes and syncs a temporary file in the same
-// directory (created with O_EXCL), then hard-links it to path, which fails
-// with fs.ErrExist if path exists. Readers never see a partial file.
-func writeFileExclusive(path string, data []byte, perm fs.FileMode) (err error) {
+// writeFileExclusive writes a new file atomically; fs.ErrExist if path exists.
+func writeFileExclusive(path string, data []byte, perm fs.FileMode) error {
+	return WriteFile(path, data, perm, true)
+}
+
+// WriteFile writes data to path with mode perm atomically: a synced
+// temporary file in the same directory is either hard-linked into place
+// (exclusive: fails with fs.ErrExist if path exists, like O_EXCL) or renamed
+// over path. Readers never see a partial file; a crash leaves the old file
+// or the new one. The hub's CA files and the agent's credentials use it.
+func WriteFile(path string, data []byte, perm fs.FileMode, exclusive bool) error {
 	dir := filepath.Dir(path)
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
 		return fmt.Errorf("create temporary file in %s: %w", dir, err)
 	}
 	tmpName := tmp.Name()
-	defer os.Remove(tmpName)
+	defer os.Remove(tmpName) // after a link or rename: drops the spare name, or nothing
 	if err := tmp.Chmod(perm); err != nil {
 		tmp.Close()
 		return fmt.Errorf("chmod %s: %w", tmpName, err)
@@ -162,11 +168,15 @@ func writeFileExclusive(path string, data []byte, perm fs.FileMode) (err error) 
 	if err := tmp.Close(); err != nil {
 		return fmt.Errorf("close %s: %w", tmpName, err)
 	}
-	if err := os.Link(tmpName, path); err != nil {
-		if errors.Is(err, fs.ErrExist) {
-			return fs.ErrExist
+	if exclusive {
+		if err := os.Link(tmpName, path); err != nil {
+			if errors.Is(err, fs.ErrExist) {
+				return fs.ErrExist
+			}
+			return fmt.Errorf("link %s: %w", path, err)
 		}
-		return fmt.Errorf("link %s: %w", path, err)
+	} else if err := os.Rename(tmpName, path); err != nil {
+		return fmt.Errorf("rename to %s: %w", path, err)
 	}
 	syncDir(dir)
 	return nil
