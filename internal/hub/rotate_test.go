@@ -138,9 +138,11 @@ func startAgent(t *testing.T, h *hub.Hub, hh client.Household, ticks int64, rate
 // or write fails, no reading disappears, every reading arrives exactly
 // once; afterwards every stored value of the subject is sealed under the
 // new primary key and ciphertexts under the old key no longer open.
-func TestRotationUnderLoad(t *testing.T) {
+func TestRotationUnderLoad(t *testing.T) { eachBackend(t, testRotationUnderLoad) }
+
+func testRotationUnderLoad(t *testing.T, cfg hub.Config) {
 	const ticks = 8000
-	h, c := startHub(t, hub.Config{})
+	h, c := startHub(t, cfg)
 	ctx := context.Background()
 	ten, err := c.CreateTenant(ctx, "Rotating Coop")
 	if err != nil {
