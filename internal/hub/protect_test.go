@@ -263,8 +263,10 @@ func dropSchema(dsn, schema string) {
 // is erased, together with the key store as it is after, cannot decrypt
 // that subject's data, while every other subject's data in the same copy
 // still decrypts.
-func TestBackupAfterErasure(t *testing.T) {
-	h, c := startHub(t, hub.Config{})
+func TestBackupAfterErasure(t *testing.T) { eachBackend(t, testBackupAfterErasure) }
+
+func testBackupAfterErasure(t *testing.T, cfg hub.Config) {
+	h, c := startHub(t, cfg)
 	ctx := context.Background()
 	ten, err := c.CreateTenant(ctx, "Backup Coop")
 	if err != nil {
@@ -284,15 +286,12 @@ func TestBackupAfterErasure(t *testing.T) {
 	}
 	a.post(t, h, 0, rs[:5]) // landed, not compacted: in the copy too
 
-	backup := filepath.Join(t.TempDir(), "backup.db")
-	if _, err := h.Store.DB().ExecContext(ctx, "VACUUM INTO ?", backup); err != nil {
-		t.Fatal(err)
-	}
+	oldCfg := backupData(t, h, cfg)
 	if _, err := c.EraseSubject(ctx, ten.ID, a.hh.Subject.ID); err != nil {
 		t.Fatal(err)
 	}
 
-	old, err := store.Open(ctx, store.Config{Path: backup})
+	old, err := store.Open(ctx, oldCfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -605,3 +604,44 @@ func (r rebound) q(query string) string {
 func (r rebound) Query(q string, args ...any) (*sql.Rows, error) { return r.db.Query(r.q(q), args...) }
 func (r rebound) QueryRow(q string, args ...any) *sql.Row        { return r.db.QueryRow(r.q(q), args...) }
 func (r rebound) Exec(q string, args ...any) (sql.Result, error) { return r.db.Exec(r.q(q), args...) }
+
+// backupData copies the data store as a backup would (not the key store)
+// and returns how to open the copy: a SQLite file (VACUUM INTO), or a copy
+// of every table of the hub's PostgreSQL schema into another schema.
+func backupData(t *testing.T, h *hub.Hub, cfg hub.Config) store.Config {
+	t.Helper()
+	db := h.Store.DB()
+	if cfg.PostgresDSN == "" {
+		path := filepath.Join(t.TempDir(), "backup.db")
+		if _, err := db.Exec("VACUUM INTO ?", path); err != nil {
+			t.Fatal(err)
+		}
+		return store.Config{Path: path}
+	}
+	bk := cfg.PostgresSchema + "_bk"
+	t.Cleanup(func() { dropSchema(cfg.PostgresDSN, bk) })
+	if _, err := db.Exec("CREATE SCHEMA " + bk); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := db.Query(`SELECT table_name FROM information_schema.tables WHERE table_schema = $1 AND table_type = 'BASE TABLE'`, cfg.PostgresSchema)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tables []string
+	for rows.Next() {
+		var n string
+		rows.Scan(&n)
+		tables = append(tables, n)
+	}
+	rows.Close()
+	for _, tb := range tables {
+		src, dst := cfg.PostgresSchema+"."+tb, bk+"."+tb
+		if _, err := db.Exec("CREATE TABLE " + dst + " (LIKE " + src + " INCLUDING ALL)"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.Exec("INSERT INTO " + dst + " OVERRIDING SYSTEM VALUE SELECT * FROM " + src); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return store.Config{DSN: cfg.PostgresDSN, Schema: bk}
+}
