@@ -326,12 +326,10 @@ func (l *Log) commit(batch []*appendReq) {
 	}
 	l.appendMu.Lock()
 	defer l.appendMu.Unlock()
-	_, shared := l.cfg.Storage.(SharedStorage)
 	when := max(l.cfg.Now().UnixMilli(), l.lastWhenLocked())
 	var leaves [][]byte
-	var first uint64
-	var err error
-	for attempt := 0; ; attempt++ {
+	build := func(lastWhen int64) ([][]byte, error) {
+		when = max(when, lastWhen)
 		leaves = leaves[:0]
 		for _, r := range live {
 			for _, e := range r.entries {
@@ -343,13 +341,16 @@ func (l *Log) commit(batch []*appendReq) {
 				leaves = append(leaves, leaf)
 			}
 		}
+		return leaves, nil
+	}
+	var first uint64
+	var err error
+	s, shared := l.cfg.Storage.(SharedStorage)
+	if shared {
+		first, err = s.AppendStamped(context.Background(), build)
+	} else {
+		leaves, _ = build(0)
 		first, err = l.cfg.Storage.Append(context.Background(), leaves)
-		var late *LateError
-		if errors.As(err, &late) && attempt < 5 {
-			when = max(when, late.Last)
-			continue
-		}
-		break
 	}
 	if err == nil && first > l.Size() && shared {
 		// Other replicas appended since: take their entries in first.

@@ -27,24 +27,20 @@ type Storage interface {
 }
 
 // SharedStorage is a Storage that several Logs append to: the hub's
-// replicas on one database. Append places a batch after whatever any writer
-// appended (so first may be beyond the caller's tree, which then catches
-// up), and refuses with *LateError a batch timed before the newest stored
-// entry, so that times never decrease along the log. StoreCheckpoint keeps
-// the checkpoint of the largest tree.
+// replicas on one database. AppendStamped places a batch after whatever any
+// writer appended (so first may be beyond the caller's tree, which then
+// catches up). Times never decrease along the log: the storage holds its
+// writers' lock while it asks build for the batch's leaves, passing the time
+// of the newest stored entry, so build can stamp the batch no earlier. The
+// storage's plain Append is not used by a Log. StoreCheckpoint keeps the
+// checkpoint of the largest tree.
 type SharedStorage interface {
 	Storage
-	// Shared marks the storage as shared; it does nothing.
-	Shared()
-}
-
-// LateError is returned by a SharedStorage's Append when the batch's
-// entries are timed before Last, the time of the newest stored entry
-// (another writer's clock is ahead). The Log re-stamps and retries.
-type LateError struct{ Last int64 }
-
-func (e *LateError) Error() string {
-	return fmt.Sprintf("batch timed before the newest stored entry (%d ms)", e.Last)
+	// AppendStamped calls build once, under the lock that orders writers,
+	// with the time (Unix ms) of the newest stored entry (0 if none), and
+	// appends the leaves it returns. It returns the index of the first leaf
+	// and follows Append's rules on durability and partial batches.
+	AppendStamped(ctx context.Context, build func(lastWhen int64) ([][]byte, error)) (first uint64, err error)
 }
 
 // MemoryStorage is a Storage in memory, for tests and ephemeral demos. It is

@@ -5,7 +5,6 @@ package hubtest
 
 import (
 	"context"
-	"io"
 	"log/slog"
 	"testing"
 
@@ -15,7 +14,7 @@ import (
 
 // Start runs a hub with cfg and returns it with an operator client. Unset
 // DataDir, addresses and Log get test defaults (a temporary directory,
-// 127.0.0.1 on free ports, a discarding logger).
+// 127.0.0.1 on free ports, warnings and errors to the test's log).
 func Start(t testing.TB, cfg hub.Config) (*hub.Hub, *client.Client) {
 	t.Helper()
 	if cfg.DataDir == "" {
@@ -28,7 +27,9 @@ func Start(t testing.TB, cfg hub.Config) (*hub.Hub, *client.Client) {
 		cfg.DeviceAddr = "127.0.0.1:0"
 	}
 	if cfg.Log == nil {
-		cfg.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+		// Warnings and errors go to the test's log, so a failing request's
+		// cause (named by its request ID) is printed with the failure.
+		cfg.Log = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
 	h, err := hub.New(context.Background(), cfg)
 	if err != nil {
@@ -49,4 +50,13 @@ func Start(t testing.TB, cfg hub.Config) (*hub.Hub, *client.Client) {
 		t.Fatal(err)
 	}
 	return h, c
+}
+
+// testWriter writes log lines to the test's log.
+type testWriter struct{ t testing.TB }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Helper()
+	w.t.Log(string(p))
+	return len(p), nil
 }

@@ -21,9 +21,6 @@ func (s *Store) AuditLog() *AuditLog { return &AuditLog{s} }
 
 var _ audit.SharedStorage = (*AuditLog)(nil)
 
-// Shared marks the storage as shared by several writers.
-func (*AuditLog) Shared() {}
-
 // Append stores the leaves after every stored leaf, whoever wrote it, and
 // refuses a batch timed before the newest stored entry.
 func (a *AuditLog) Append(ctx context.Context, leaves [][]byte) (uint64, error) {
@@ -34,6 +31,19 @@ func (a *AuditLog) Append(ctx context.Context, leaves [][]byte) (uint64, error) 
 	if err != nil {
 		return 0, errs.E(errs.Invalid, err)
 	}
+	return a.AppendStamped(ctx, func(lastWhen int64) ([][]byte, error) {
+		if e.When < lastWhen {
+			return nil, errs.E(errs.Conflict, "batch timed before the newest stored entry")
+		}
+		return leaves, nil
+	})
+}
+
+// AppendStamped stores the leaves build returns after every stored leaf,
+// whoever wrote it. build runs under the transaction-level lock that orders
+// the replicas, with the newest stored entry's time, so the batch it builds
+// can be stamped no earlier: times never decrease along the log.
+func (a *AuditLog) AppendStamped(ctx context.Context, build func(lastWhen int64) ([][]byte, error)) (uint64, error) {
 	s := a.s
 	if s.dialect != Postgres {
 		s.writer.lock(false)
@@ -54,8 +64,18 @@ func (a *AuditLog) Append(ctx context.Context, leaves [][]byte) (uint64, error) 
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return 0, err
 	}
-	if e.When < lastWhen {
-		return 0, &audit.LateError{Last: lastWhen}
+	leaves, err := build(lastWhen)
+	if err != nil {
+		return 0, err
+	}
+	if len(leaves) == 0 {
+		return 0, errs.E(errs.Invalid, "empty batch")
+	}
+	when := lastWhen
+	if e, err := audit.ParseEntry(leaves[0]); err == nil {
+		when = e.When
+	} else {
+		return 0, errs.E(errs.Invalid, err)
 	}
 	first := uint64(last + 1)
 	for i := 0; i < len(leaves); i += rowsPerInsert {
@@ -68,7 +88,7 @@ func (a *AuditLog) Append(ctx context.Context, leaves [][]byte) (uint64, error) 
 				b.WriteString(", ")
 			}
 			b.WriteString("(?, ?, ?)")
-			args = append(args, int64(first)+int64(i+j), e.When, leaf)
+			args = append(args, int64(first)+int64(i+j), when, leaf)
 		}
 		if _, err := tx.ExecContext(ctx, s.q(b.String()), args...); err != nil {
 			return 0, err
