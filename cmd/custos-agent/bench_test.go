@@ -103,6 +103,9 @@ func provisionBench(ctx context.Context, t *testing.T, c *client.Client, streams
 	if err != nil {
 		t.Fatal(err)
 	}
+	if _, err := c.GrantSelf(ctx, ten.ID); err != nil {
+		t.Fatal(err)
+	}
 	offer, err := c.CreateConnector(ctx, ten.ID, "bench-gateway")
 	if err != nil {
 		t.Fatal(err)

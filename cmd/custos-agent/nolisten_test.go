@@ -39,6 +39,9 @@ func TestNoListeningSocket(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if _, err := c.GrantSelf(ctx, ten.ID); err != nil {
+		t.Fatal(err)
+	}
 	hh, err := c.AddHousehold(ctx, ten.ID, "house-1", "Member")
 	if err != nil {
 		t.Fatal(err)

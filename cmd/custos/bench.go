@@ -62,7 +62,7 @@ appended to a plain file with the same group-commit fsync policy (the disk's lim
 	f.StringVar(&cfg.PostgresDSN, "postgres-dsn", "", "run the hub on PostgreSQL at this DSN")
 	f.BoolVar(&asJSON, "json", false, "print one JSON line")
 	f.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the load phase (hub and connectors) to this file")
-	cmd.AddCommand(ingest, newBenchQuery(), newBenchErase(), newBenchAudit())
+	cmd.AddCommand(ingest, newBenchQuery(), newBenchErase(), newBenchAudit(), newBenchAuthz())
 	return cmd
 }
 
@@ -146,6 +146,35 @@ ingest: %d connectors x %d readings per batch, %d streams each, %.1f s, store %s
 	if r.OfferedPerSec > 0 {
 		fmt.Fprintf(w, "  offered          %.0f readings/s (paced)\n", r.OfferedPerSec)
 	}
+}
+
+func newBenchAuthz() *cobra.Command {
+	var dir string
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "authz",
+		Short: "Access decisions: latency with 100,000 grants, and what authorization adds to a read",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			progress := cmd.ErrOrStderr()
+			if asJSON {
+				progress = io.Discard
+			}
+			r, err := bench.Authz(cmd.Context(), dir, progress)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return json.NewEncoder(cmd.OutOrStdout()).Encode(r)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "\nauthz: %d grants; decision p50 %.1f µs, p99 %.1f µs\n  API read of a day of 15-min aggregates, p50 %.2f ms authorized vs %.2f ms not: ratio %.2f\n",
+				r.Grants, r.P50DecisionUS, r.P99DecisionUS, r.ReadAuthorizedMS, r.ReadUnauthorizedMS, r.ReadOverheadRatio)
+			return nil
+		},
+	}
+	c.Flags().StringVar(&dir, "dir", "", "working directory (default: a temporary one, removed afterwards)")
+	c.Flags().BoolVar(&asJSON, "json", false, "print one JSON line")
+	return c
 }
 
 func newBenchAudit() *cobra.Command {

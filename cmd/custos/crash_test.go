@@ -327,6 +327,9 @@ func setupCrash(ctx context.Context, t *testing.T, rate float64) *crashSetup {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if _, err := c.GrantSelf(ctx, ten.ID); err != nil {
+		t.Fatal(err)
+	}
 	hh, err := c.AddHousehold(ctx, ten.ID, "house-1", "Member")
 	if err != nil {
 		t.Fatal(err)

@@ -90,6 +90,9 @@ func runDemo(ctx context.Context, dir, apiAddr, devAddr string, households int) 
 	if err != nil {
 		return err
 	}
+	if _, err := c.GrantSelf(ctx, ten.ID); err != nil {
+		return err
+	}
 	members := []string{"Ada", "Bram", "Chloé", "Dries", "Elif", "Femke"}
 	var hs []client.Household
 	for i := range households {

@@ -387,7 +387,7 @@ when that finished.`,
 	streamCmd.AddCommand(sadd, slist)
 
 	var since time.Duration
-	var from, to, resolution string
+	var from, to, resolution, purpose string
 	var limit int
 	read := &cobra.Command{
 		Use: "read STREAM", Short: "Read a stream's readings (default: the last 5 minutes)", Args: cobra.ExactArgs(1),
@@ -396,6 +396,7 @@ when that finished.`,
 			if err != nil {
 				return err
 			}
+			c.Purpose = purpose
 			now := time.Now()
 			lo, hi := now.Add(-since).UnixMilli(), now.UnixMilli()+1
 			if from != "" {
@@ -451,8 +452,9 @@ when that finished.`,
 	read.Flags().StringVar(&to, "to", "", "end (RFC 3339, exclusive)")
 	read.Flags().IntVar(&limit, "limit", 1000, "at most this many readings")
 	read.Flags().StringVar(&resolution, "resolution", "raw", "raw, or aggregates at 15m, 1h, 1d or 1mo")
+	read.Flags().StringVar(&purpose, "purpose", client.DefaultPurpose, "why the data is read; you need a grant for it")
 
-	return []*cobra.Command{tenantCmd, subjectCmd, siteCmd, connCmd, devCmd, streamCmd, read, keysCommand(g)}
+	return []*cobra.Command{tenantCmd, subjectCmd, siteCmd, connCmd, devCmd, streamCmd, read, keysCommand(g), grantCommand(g, tenantFlag, &tenant), accessCommand(g, tenantFlag, &tenant)}
 }
 
 func printOffer(g *globals, w io.Writer, id registry.ConnectorID, token string, exp time.Time, v any) error {

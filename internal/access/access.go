@@ -161,6 +161,10 @@ func timeOK(t time.Time) bool { return !t.Before(minTime) && !t.After(maxTime) }
 
 func idOK(s string) bool { return s != "" && len(s) <= maxIDLen }
 
+// CheckGrant validates g as Decider.Add does; the error is of kind
+// errs.Invalid and names what is wrong.
+func CheckGrant(g Grant) error { return g.check("access.CheckGrant") }
+
 // check validates g; the error is of kind errs.Invalid.
 func (g Grant) check(op errs.Op) error {
 	bad := func(format string, a ...any) error {

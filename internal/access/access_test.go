@@ -476,3 +476,39 @@ func TestConcurrentUpdates(t *testing.T) {
 		}
 	}
 }
+
+// TestReplaceTenant: a replica's reload of one tenant's grants replaces
+// exactly that tenant's grants, revocations included, and leaves other
+// tenants' grants deciding as before.
+func TestReplaceTenant(t *testing.T) {
+	const tenB registry.TenantID = "ten_b"
+	d := NewDecider()
+	gb := grant("g_b", alice, StreamResource("str_1"), rollup.Raw)
+	gb.Tenant = tenB
+	mustAdd(t, d, grant("g1", alice, StreamResource("str_1"), rollup.Raw), grant("g2", bob, TenantResource(tenA), rollup.Day), gb)
+	// Reload tenant A without g1 (revoked elsewhere) and with a new g3.
+	if err := d.ReplaceTenant(tenA, []Grant{grant("g2", bob, TenantResource(tenA), rollup.Day), grant("g3", alice, StreamResource("str_1"), rollup.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	if dec := mustDecide(t, d, read(alice, home, rollup.Raw, "monitoring")); dec.Allow || dec.Finest != rollup.Hour {
+		t.Errorf("alice in A after reload: %+v, want denied with finest 1h", dec)
+	}
+	if dec := mustDecide(t, d, read(bob, home, rollup.Day, "monitoring")); !dec.Allow {
+		t.Errorf("bob's daily grant lost: %+v", dec)
+	}
+	reqB := read(alice, home, rollup.Raw, "monitoring")
+	reqB.Tenant = tenB
+	if dec := mustDecide(t, d, reqB); !dec.Allow {
+		t.Errorf("tenant B's grant lost by reloading A: %+v", dec)
+	}
+	if d.Len() != 3 {
+		t.Errorf("Len = %d, want 3", d.Len())
+	}
+	// A grant of another tenant is refused and nothing changes.
+	if err := d.ReplaceTenant(tenA, []Grant{gb}); !errs.Is(errs.Invalid, err) {
+		t.Errorf("foreign grant: %v, want Invalid", err)
+	}
+	if d.Len() != 3 {
+		t.Errorf("after refused reload Len = %d, want 3", d.Len())
+	}
+}

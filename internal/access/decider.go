@@ -3,6 +3,7 @@ package access
 import (
 	"fmt"
 	"iter"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -264,6 +265,60 @@ func (d *Decider) Replace(grants []Grant) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.sets, d.byID, d.tenantsOf = n.sets, n.byID, n.tenantsOf
+	d.version++
+	return nil
+}
+
+// ReplaceTenant replaces the grants of tenant t with grants (all of which
+// must belong to t), leaving other tenants' grants alone: a replica's
+// reload after another replica changed t's grants. It is all or nothing.
+func (d *Decider) ReplaceTenant(t registry.TenantID, grants []Grant) error {
+	const op = errs.Op("access.ReplaceTenant")
+	fresh := make(map[grantKey]*compiled, len(grants))
+	for _, g := range grants {
+		if err := g.check(op); err != nil {
+			return err
+		}
+		if g.Tenant != t {
+			return errs.E(op, errs.Invalid, fmt.Sprintf("grant %.64q belongs to another tenant", g.ID))
+		}
+		k := grantKey{g.Tenant, g.ID}
+		if _, ok := fresh[k]; ok {
+			return errs.E(op, errs.Exists, fmt.Sprintf("grant %.64q twice in tenant %.64q", g.ID, g.Tenant))
+		}
+		fresh[k] = compile(g)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	// Copy on write: decisions in flight keep reading the old maps' slices.
+	sets := make(map[grantee][]*compiled, len(d.sets))
+	for ge, cs := range d.sets {
+		if ge.tenant != t {
+			sets[ge] = cs
+		}
+	}
+	byID := make(map[grantKey]grantee, len(d.byID))
+	for k, ge := range d.byID {
+		if k.tenant != t {
+			byID[k] = ge
+		}
+	}
+	tenantsOf := make(map[PrincipalID]map[registry.TenantID]int, len(d.tenantsOf))
+	for p, m := range d.tenantsOf {
+		if _, ok := m[t]; !ok {
+			tenantsOf[p] = m
+			continue
+		}
+		if len(m) > 1 {
+			m2 := maps.Clone(m)
+			delete(m2, t)
+			tenantsOf[p] = m2
+		}
+	}
+	d.sets, d.byID, d.tenantsOf = sets, byID, tenantsOf
+	for k, c := range fresh {
+		d.insert(k, c)
+	}
 	d.version++
 	return nil
 }

@@ -20,6 +20,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/custos-iot/custos/internal/access"
 	"github.com/custos-iot/custos/internal/audit"
 	"github.com/custos-iot/custos/internal/errs"
 	"github.com/custos-iot/custos/internal/ingest"
@@ -52,6 +53,9 @@ type Config struct {
 	// Recorder, if set, takes the entries instead of Audit. Benchmarks set
 	// it to measure what auditing costs; a hub serving people never does.
 	Recorder Recorder
+	// AuthzOff allows reads without a decision. Benchmarks set it to
+	// measure what authorization costs; a hub serving people never does.
+	AuthzOff bool
 	// Purge is called after an erasure so the subject's sealed rows are
 	// deleted in the background. Optional.
 	Purge func()
@@ -84,6 +88,7 @@ type API struct {
 	cfg      Config
 	log      *slog.Logger
 	accesses accessIndex
+	authz    *authorizer
 	cosigned cosigned
 }
 
@@ -107,7 +112,7 @@ func New(cfg Config) *API {
 	if cfg.Recorder == nil {
 		cfg.Recorder = cfg.Audit
 	}
-	return &API{cfg: cfg, log: cfg.Log}
+	return &API{cfg: cfg, log: cfg.Log, authz: newAuthorizer(cfg.Store)}
 }
 
 type ctxKey int
@@ -137,7 +142,18 @@ func (a *API) wrap(h handlerFunc) http.Handler {
 }
 
 // operator requires a valid operator bearer token.
-func (a *API) operator(h handlerFunc) handlerFunc {
+func (a *API) operator(h handlerFunc) handlerFunc { return a.authenticated(nil, h) }
+
+// dataRead is operator for routes that read personal data: after the
+// credential, authorize decides (access grants, purpose); a refusal is
+// recorded as denied and answered 403, an allowed read as allowed. Either
+// way the request has exactly one audit entry. authorize may return a
+// request carrying what it looked up for the handler.
+func (a *API) dataRead(authorize func(*http.Request) (*http.Request, error), h handlerFunc) handlerFunc {
+	return a.authenticated(authorize, h)
+}
+
+func (a *API) authenticated(authorize func(*http.Request) (*http.Request, error), h handlerFunc) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
 		const op errs.Op = "api.operator"
 		auth := r.Header.Get("Authorization")
@@ -160,11 +176,30 @@ func (a *API) operator(h handlerFunc) handlerFunc {
 		if !t.Expires.IsZero() && now.After(t.Expires) {
 			return a.deny(r, errs.E(op, errs.Unauthenticated, "operator token expired"))
 		}
+		who := audit.PrincipalID(t.ID)
+		p := access.Principal{ID: access.PrincipalID(t.ID), Tenant: t.Tenant, Roles: t.Roles, Expires: t.Expires}
+		r = withPrincipal(r, p)
+		if err := scope(r, p, authorize != nil); err != nil {
+			if rerr := a.record(r, who, audit.Denied); rerr != nil {
+				return rerr
+			}
+			return err
+		}
+		if authorize != nil {
+			r2, err := authorize(r)
+			if err != nil {
+				if rerr := a.record(r, who, audit.Denied); rerr != nil {
+					return rerr
+				}
+				return err
+			}
+			r = r2
+		}
 		if r.Method == http.MethodGet {
-			return a.auditedRead(w, r, audit.PrincipalID(t.ID), h)
+			return a.auditedRead(w, r, who, h)
 		}
 		// A change is recorded before it is made.
-		if err := a.record(r, audit.PrincipalID(t.ID), audit.Allowed); err != nil {
+		if err := a.record(r, who, audit.Allowed); err != nil {
 			return err
 		}
 		return h(w, r)

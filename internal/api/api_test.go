@@ -54,7 +54,11 @@ func TestOperatorAPIErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if _, err := c.GrantSelf(ctx, b.ID); err != nil {
+		t.Fatal(err)
+	}
 	tok := h.InitialToken
+	rd := "/v1/tenants/" + string(b.ID) + "/streams/" + string(hb.Streams[0].ID) + "/readings?purpose=monitoring&"
 	for _, tc := range []struct {
 		name, token, method, path, body string
 		status                          int
@@ -72,11 +76,17 @@ func TestOperatorAPIErrors(t *testing.T) {
 		// Tenant isolation: B's stream through A's path does not exist.
 		{"cross-tenant read", tok, "GET", "/v1/tenants/" + string(a.ID) + "/streams/" + string(hb.Streams[0].ID) + "/readings", "", 404, "stream not found"},
 		{"cross-tenant revoke", tok, "POST", "/v1/tenants/" + string(a.ID) + "/connectors/" + string(hb.Connector.ID) + "/revoke", "", 404, "connector not found"},
-		{"bad limit", tok, "GET", "/v1/tenants/" + string(b.ID) + "/streams/" + string(hb.Streams[0].ID) + "/readings?limit=0", "", 400, "limit must be between"},
+		{"bad limit", tok, "GET", rd + "limit=0", "", 400, "limit must be between"},
 		{"bad since", tok, "GET", "/v1/tenants/" + string(b.ID) + "/streams/" + string(hb.Streams[0].ID) + "/readings?since=yesterday", "", 400, "since must be"},
 		{"bad from", tok, "GET", "/v1/tenants/" + string(b.ID) + "/streams/" + string(hb.Streams[0].ID) + "/readings?from=monday", "", 400, "from must be"},
-		{"bad cursor", tok, "GET", "/v1/tenants/" + string(b.ID) + "/streams/" + string(hb.Streams[0].ID) + "/readings?cursor=zz", "", 400, "malformed cursor"},
+		{"bad cursor", tok, "GET", rd + "cursor=zz", "", 400, "malformed cursor"},
 		{"inverted range", tok, "GET", "/v1/tenants/" + string(b.ID) + "/streams/" + string(hb.Streams[0].ID) + "/readings?from=2000&to=1000", "", 400, "end of the range"},
+		{"no purpose", tok, "GET", "/v1/tenants/" + string(b.ID) + "/streams/" + string(hb.Streams[0].ID) + "/readings", "", 400, "purpose is required"},
+		{"purpose not granted", tok, "GET", "/v1/tenants/" + string(b.ID) + "/streams/" + string(hb.Streams[0].ID) + "/readings?purpose=marketing", "", 403, "no access"},
+		{"bad grant resource", tok, "POST", "/v1/tenants/" + string(b.ID) + "/grants", `{"principal":"usr_x","resource":"stream","finest":"raw","purposes":["monitoring"]}`, 400, "resource must be kind:id"},
+		{"grant without purpose", tok, "POST", "/v1/tenants/" + string(b.ID) + "/grants", `{"principal":"usr_x","resource":"stream:str_1","finest":"raw"}`, 400, "no purpose granted"},
+		{"grant to nobody", tok, "POST", "/v1/tenants/" + string(b.ID) + "/grants", `{"resource":"stream:str_1","finest":"raw","purposes":["m"]}`, 400, "exactly one of principal and role"},
+		{"revoke unknown grant", tok, "DELETE", "/v1/tenants/" + string(b.ID) + "/grants/grt_nope", "", 404, "no such grant"},
 		{"unknown route", tok, "GET", "/v1/nope", "", 404, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

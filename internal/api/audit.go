@@ -35,7 +35,9 @@ func (a *API) record(r *http.Request, who audit.PrincipalID, outcome audit.Outco
 	if e.Action == "" {
 		e.Action = audit.Action(r.Method + " " + r.URL.Path)
 	}
-	if outcome == audit.Allowed {
+	if who != "anonymous" {
+		// A refused read by a known principal names the subject too: the
+		// subject sees who tried.
 		e.Subject = a.subjectOf(r)
 		if e.Resolution == "" && r.PathValue("stream") != "" {
 			e.Resolution = "raw"

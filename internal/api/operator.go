@@ -347,22 +347,46 @@ func categoryList() string {
 // default: the last hour), since (a duration such as 5m, instead of from),
 // resolution (raw, the default, or 15m, 1h, 1d, 1mo: then the answer holds
 // buckets, not readings), limit (default 1000) and cursor for raw pages.
-func (a *API) readings(w http.ResponseWriter, r *http.Request) error {
+// authorizeReadings looks up the stream and decides the read before the
+// handler runs (see dataRead); the handler gets the stream and resolution.
+func (a *API) authorizeReadings(r *http.Request) (*http.Request, error) {
 	t := pathTenant(r)
 	st, err := a.cfg.Store.Stream(r.Context(), t, registry.StreamID(r.PathValue("stream")))
 	if err != nil {
-		return err
-	}
-	q, err := a.parseRange(r)
-	if err != nil {
-		return err
+		return r, err
 	}
 	res := rollup.Raw
 	if v := r.URL.Query().Get("resolution"); v != "" {
 		if res, err = rollup.ParseResolution(v); err != nil {
-			return err
+			return r, err
 		}
 	}
+	q, err := a.parseRange(r) // bad input is a 400 whoever asks
+	if err != nil {
+		return r, err
+	}
+	if _, err := a.authorizeRead(r, st, res); err != nil {
+		return r, err
+	}
+	return r.WithContext(context.WithValue(r.Context(), readKey{}, authorizedRead{st, res, q})), nil
+}
+
+type readKey struct{}
+
+// authorizedRead is what authorizeReadings decided on.
+type authorizedRead struct {
+	stream registry.Stream
+	res    rollup.Resolution
+	q      series.Query
+}
+
+func (a *API) readings(w http.ResponseWriter, r *http.Request) error {
+	t := pathTenant(r)
+	ar, ok := r.Context().Value(readKey{}).(authorizedRead)
+	if !ok { // only reachable through dataRead: fail closed
+		return errs.E(errs.Forbidden, "read not authorized")
+	}
+	st, res, q := ar.stream, ar.res, ar.q
 	if res != rollup.Raw {
 		bs, err := series.ReadRollups(r.Context(), a.cfg.Store, series.RollupQuery{Tenant: t, Stream: st.ID, Res: res, From: q.From, To: q.To, Sealer: a.cfg.Sealer})
 		if err != nil {
@@ -419,6 +443,9 @@ func (a *API) parseRange(r *http.Request) (series.Query, error) {
 			return q, errs.E(errs.Invalid, "limit must be a number")
 		}
 		q.Limit = n
+	}
+	if q.To <= q.From {
+		return q, errs.E(errs.Invalid, "the end of the range must be after its start")
 	}
 	return q, nil
 }

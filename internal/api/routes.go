@@ -65,6 +65,10 @@ func (a *API) routes() []route {
 		{"GET /v1/audit/proof/consistency", a.auditConsistency},
 		{"GET /v1/audit/export", op(a.auditExport)},
 		{"POST /v1/enrol", a.enrolConnector},
+		{"GET /v1/whoami", op(a.whoami)},
+		{"POST /v1/tokens", op(a.createToken)},
+		{"GET /v1/tokens", op(a.listTokens)},
+		{"POST /v1/tokens/{token}/revoke", op(a.revokeToken)},
 		{"POST /v1/tenants", op(a.createTenant)},
 		{"GET /v1/tenants", op(a.listTenants)},
 		{"POST /v1/tenants/{tenant}/subjects", op(a.createSubject)},
@@ -85,7 +89,11 @@ func (a *API) routes() []route {
 		{"GET /v1/tenants/{tenant}/devices", op(list(a, a.cfg.Store.Devices))},
 		{"POST /v1/tenants/{tenant}/streams", op(a.createStream)},
 		{"GET /v1/tenants/{tenant}/streams", op(list(a, a.cfg.Store.Streams))},
-		{"GET /v1/tenants/{tenant}/streams/{stream}/readings", op(a.readings)},
+		{"POST /v1/tenants/{tenant}/grants", op(a.createGrant)},
+		{"GET /v1/tenants/{tenant}/grants", op(a.listGrants)},
+		{"DELETE /v1/tenants/{tenant}/grants/{grant}", op(a.revokeGrant)},
+		{"GET /v1/tenants/{tenant}/access/explain", op(a.explainAccess)},
+		{"GET /v1/tenants/{tenant}/streams/{stream}/readings", a.dataRead(a.authorizeReadings, a.readings)},
 	}
 }
 

@@ -143,7 +143,11 @@ type readBed struct {
 }
 
 func newReadBed(ctx context.Context, dir string, auditOff bool) (*readBed, error) {
-	b, err := newBedWith(ctx, dir, func(c *hub.Config) { c.AuditOff = auditOff })
+	return newReadBedWith(ctx, dir, func(c *hub.Config) { c.AuditOff = auditOff })
+}
+
+func newReadBedWith(ctx context.Context, dir string, tweak func(*hub.Config)) (*readBed, error) {
+	b, err := newBedWith(ctx, dir, tweak)
 	if err != nil {
 		return nil, err
 	}

@@ -325,6 +325,9 @@ func provision(ctx context.Context, c *client.Client, h *hub.Hub, dir string, cf
 	if err != nil {
 		return nil, err
 	}
+	if _, err := c.GrantSelf(ctx, ten.ID); err != nil {
+		return nil, err
+	}
 	out := make([]*benchConn, cfg.Connectors)
 	for i := range out {
 		name := fmt.Sprintf("bench-%03d", i)

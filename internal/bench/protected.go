@@ -56,6 +56,10 @@ func newBedWith(ctx context.Context, dir string, tweak func(*hub.Config)) (*bed,
 		b.stop()
 		return nil, err
 	}
+	if _, err := b.c.GrantSelf(ctx, ten.ID); err != nil {
+		b.stop()
+		return nil, err
+	}
 	b.ten = ten.ID
 	return b, nil
 }

@@ -28,10 +28,17 @@ import (
 // Client calls the operator API.
 type Client struct {
 	// Base is the API URL, e.g. https://127.0.0.1:8443.
-	Base  string
-	token string
-	http  *http.Client
+	Base string
+	// Purpose is sent with every read of personal data: why it is read.
+	// The hub allows a read only for a purpose the caller holds a grant
+	// for. New sets it to DefaultPurpose.
+	Purpose string
+	token   string
+	http    *http.Client
 }
+
+// DefaultPurpose is the purpose a new Client reads for.
+const DefaultPurpose = "monitoring"
 
 // New returns a client that trusts the CA certificates in caPEM.
 func New(base, token string, caPEM []byte) (*Client, error) {
@@ -40,7 +47,7 @@ func New(base, token string, caPEM []byte) (*Client, error) {
 		return nil, fmt.Errorf("client: no CA certificate in the given PEM")
 	}
 	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
-	return &Client{Base: base, token: token, http: &http.Client{Transport: tr, Timeout: time.Minute}}, nil
+	return &Client{Base: base, Purpose: DefaultPurpose, token: token, http: &http.Client{Transport: tr, Timeout: time.Minute}}, nil
 }
 
 // NewFromFile is New with the CA read from a PEM file.
@@ -196,6 +203,7 @@ func (c *Client) Aggregates(ctx context.Context, t registry.TenantID, s registry
 	q.Set("from", strconv.FormatInt(from, 10))
 	q.Set("to", strconv.FormatInt(to, 10))
 	q.Set("resolution", res)
+	q.Set("purpose", c.Purpose)
 	err = c.Do(ctx, "GET", "/v1/tenants/"+string(t)+"/streams/"+string(s)+"/readings?"+q.Encode(), nil, &b)
 	return
 }
@@ -262,6 +270,7 @@ func (c *Client) Readings(ctx context.Context, t registry.TenantID, s registry.S
 	q.Set("from", strconv.FormatInt(from, 10))
 	q.Set("to", strconv.FormatInt(to, 10))
 	q.Set("limit", strconv.Itoa(limit))
+	q.Set("purpose", c.Purpose)
 	if cursor != "" {
 		q.Set("cursor", cursor)
 	}
@@ -366,4 +375,73 @@ func (c *Client) Cosign(ctx context.Context, cosigned []byte) error {
 		return &Error{Status: resp.StatusCode, Message: e.Error, RequestID: e.RequestID}
 	}
 	return nil
+}
+
+// Grant adds an access grant in tenant t.
+func (c *Client) Grant(ctx context.Context, t registry.TenantID, g api.GrantIn) (v api.GrantOut, err error) {
+	err = c.Do(ctx, "POST", "/v1/tenants/"+string(t)+"/grants", g, &v)
+	return
+}
+
+// Grants lists tenant t's grants.
+func (c *Client) Grants(ctx context.Context, t registry.TenantID) (v []api.GrantOut, err error) {
+	err = c.Do(ctx, "GET", "/v1/tenants/"+string(t)+"/grants", nil, &v)
+	return
+}
+
+// RevokeGrant revokes grant id of tenant t; it takes effect on the next request.
+func (c *Client) RevokeGrant(ctx context.Context, t registry.TenantID, id string) error {
+	return c.Do(ctx, "DELETE", "/v1/tenants/"+string(t)+"/grants/"+url.PathEscape(id), nil, nil)
+}
+
+// GrantSelf grants the client's own token raw access to all of tenant t
+// for the given purposes (DefaultPurpose if none): how an operator who runs
+// a deployment gives themselves access, on the record. It returns the grant.
+func (c *Client) GrantSelf(ctx context.Context, t registry.TenantID, purposes ...string) (api.GrantOut, error) {
+	var me struct {
+		Principal string `json:"principal"`
+	}
+	if err := c.Do(ctx, "GET", "/v1/whoami", nil, &me); err != nil {
+		return api.GrantOut{}, err
+	}
+	if len(purposes) == 0 {
+		purposes = []string{DefaultPurpose}
+	}
+	return c.Grant(ctx, t, api.GrantIn{Principal: me.Principal, Resource: "tenant:" + string(t), Finest: "raw", Purposes: purposes})
+}
+
+// Explain asks why principal may or may not read stream s at res for purpose.
+func (c *Client) Explain(ctx context.Context, t registry.TenantID, principal string, s registry.StreamID, res, purpose string) (v api.Explanation, err error) {
+	q := url.Values{}
+	q.Set("principal", principal)
+	q.Set("stream", string(s))
+	q.Set("resolution", res)
+	q.Set("purpose", purpose)
+	err = c.Do(ctx, "GET", "/v1/tenants/"+string(t)+"/access/explain?"+q.Encode(), nil, &v)
+	return
+}
+
+// CreateToken creates an operator API token; the answer holds its secret,
+// shown this once.
+func (c *Client) CreateToken(ctx context.Context, in api.TokenIn) (v api.TokenOut, err error) {
+	err = c.Do(ctx, "POST", "/v1/tokens", in, &v)
+	return
+}
+
+// Tokens lists the operator tokens the caller may see.
+func (c *Client) Tokens(ctx context.Context) (v []api.TokenOut, err error) {
+	err = c.Do(ctx, "GET", "/v1/tokens", nil, &v)
+	return
+}
+
+// RevokeToken revokes an operator token.
+func (c *Client) RevokeToken(ctx context.Context, id string) error {
+	return c.Do(ctx, "POST", "/v1/tokens/"+url.PathEscape(id)+"/revoke", nil, nil)
+}
+
+// WithToken returns a copy of c that authenticates with token.
+func (c *Client) WithToken(token string) *Client {
+	d := *c
+	d.token = token
+	return &d
 }

@@ -38,6 +38,9 @@ func TestEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if _, err := c.GrantSelf(ctx, ten.ID); err != nil {
+		t.Fatal(err)
+	}
 	var households []client.Household
 	for i := range 3 {
 		hh, err := c.AddHousehold(ctx, ten.ID, fmt.Sprintf("house-%d", i+1), fmt.Sprintf("Member %d", i+1))
@@ -146,6 +149,9 @@ func TestRenewal(t *testing.T) {
 	ctx := context.Background()
 	ten, err := c.CreateTenant(ctx, "Renewing Coop")
 	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.GrantSelf(ctx, ten.ID); err != nil {
 		t.Fatal(err)
 	}
 	hh, err := c.AddHousehold(ctx, ten.ID, "house-1", "Member")

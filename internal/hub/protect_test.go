@@ -142,6 +142,9 @@ func TestCanary(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			if _, err := c.GrantSelf(ctx, ten.ID); err != nil {
+				t.Fatal(err)
+			}
 			m := addMember(t, h, c, ten.ID, "house-canary", registry.Profile{Name: canaryName, Email: canaryEmail, Address: canaryAddress})
 			var rs []wire.Reading
 			for i := range 600 {
@@ -272,6 +275,9 @@ func testBackupAfterErasure(t *testing.T, cfg hub.Config) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if _, err := c.GrantSelf(ctx, ten.ID); err != nil {
+		t.Fatal(err)
+	}
 	a := addMember(t, h, c, ten.ID, "house-a", registry.Profile{Name: "Member A"})
 	b := addMember(t, h, c, ten.ID, "house-b", registry.Profile{Name: "Member B"})
 	var rs []wire.Reading
@@ -334,6 +340,9 @@ func testTamperDetected(t *testing.T, cfg hub.Config) {
 	ctx := context.Background()
 	ten, err := c.CreateTenant(ctx, "Tamper Coop")
 	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.GrantSelf(ctx, ten.ID); err != nil {
 		t.Fatal(err)
 	}
 	m := addMember(t, h, c, ten.ID, "house-t", registry.Profile{Name: "Member T"})
@@ -443,6 +452,9 @@ func testErasure(t *testing.T, cfg hub.Config) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if _, err := c.GrantSelf(ctx, ten.ID); err != nil {
+		t.Fatal(err)
+	}
 	a := addMember(t, h, c, ten.ID, "house-a", registry.Profile{Name: "Member A", Email: "a@example.test"})
 	b := addMember(t, h, c, ten.ID, "house-b", registry.Profile{Name: "Member B"})
 	var rs []wire.Reading
@@ -523,6 +535,9 @@ func testAggregatesMatchRaw(t *testing.T, cfg hub.Config) {
 	ctx := context.Background()
 	ten, err := c.CreateTenant(ctx, "Rollup Coop")
 	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.GrantSelf(ctx, ten.ID); err != nil {
 		t.Fatal(err)
 	}
 	m := addMember(t, h, c, ten.ID, "house-r", registry.Profile{Name: "Member R"})

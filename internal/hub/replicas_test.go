@@ -20,31 +20,8 @@ import (
 // log: every request's entry is in it once, every replica's checkpoint is a
 // prefix of the same tree, and the export verifies offline.
 func TestReplicasShareOneAuditLog(t *testing.T) {
-	dsn, schema := testenv.Postgres(t)
-	t.Cleanup(func() { dropSchema(dsn, schema+"_keys") })
-	first := t.TempDir()
-	h0, c0 := startHub(t, hub.Config{DataDir: first, PostgresDSN: dsn, PostgresSchema: schema})
-	hubs, clients := []*hub.Hub{h0}, []*client.Client{c0}
-	for range 2 {
-		dir := t.TempDir()
-		// Replicas share the CA, the KEK and the audit key (docs/deployment.md).
-		for _, f := range []string{"ca/ca.key", "ca/ca.pem", "keys/kek.json", "audit/log.key", "audit/log.pub"} {
-			b, err := os.ReadFile(filepath.Join(first, f))
-			if err != nil {
-				t.Fatal(err)
-			}
-			os.MkdirAll(filepath.Dir(filepath.Join(dir, f)), 0o700)
-			if err := os.WriteFile(filepath.Join(dir, f), b, 0o600); err != nil {
-				t.Fatal(err)
-			}
-		}
-		h, _ := startHub(t, hub.Config{DataDir: dir, PostgresDSN: dsn, PostgresSchema: schema})
-		c, err := client.NewFromFile(h.APIURL(), h0.InitialToken, h.CAFile())
-		if err != nil {
-			t.Fatal(err)
-		}
-		hubs, clients = append(hubs, h), append(clients, c)
-	}
+	hubs, clients := startReplicas(t, 3)
+	h0 := hubs[0]
 	ctx := context.Background()
 	before, err := h0.Audit.Sign(ctx)
 	if err != nil {
@@ -128,4 +105,36 @@ func TestReplicasShareOneAuditLog(t *testing.T) {
 		}
 	}
 	t.Logf("one log of %d entries across 3 replicas (checkpoints %v)", rep.Entries, sizes)
+}
+
+// startReplicas starts n hubs on one PostgreSQL schema, sharing the CA, the
+// KEK and the audit key as docs/deployment.md says replicas must. The
+// clients all use the first hub's initial operator token.
+func startReplicas(t *testing.T, n int) ([]*hub.Hub, []*client.Client) {
+	t.Helper()
+	dsn, schema := testenv.Postgres(t)
+	t.Cleanup(func() { dropSchema(dsn, schema+"_keys") })
+	first := t.TempDir()
+	h0, c0 := startHub(t, hub.Config{DataDir: first, PostgresDSN: dsn, PostgresSchema: schema})
+	hubs, clients := []*hub.Hub{h0}, []*client.Client{c0}
+	for range n - 1 {
+		dir := t.TempDir()
+		for _, f := range []string{"ca/ca.key", "ca/ca.pem", "keys/kek.json", "audit/log.key", "audit/log.pub"} {
+			b, err := os.ReadFile(filepath.Join(first, f))
+			if err != nil {
+				t.Fatal(err)
+			}
+			os.MkdirAll(filepath.Dir(filepath.Join(dir, f)), 0o700)
+			if err := os.WriteFile(filepath.Join(dir, f), b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		h, _ := startHub(t, hub.Config{DataDir: dir, PostgresDSN: dsn, PostgresSchema: schema})
+		c, err := client.NewFromFile(h.APIURL(), h0.InitialToken, h.CAFile())
+		if err != nil {
+			t.Fatal(err)
+		}
+		hubs, clients = append(hubs, h), append(clients, c)
+	}
+	return hubs, clients
 }

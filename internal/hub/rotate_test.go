@@ -148,6 +148,9 @@ func testRotationUnderLoad(t *testing.T, cfg hub.Config) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if _, err := c.GrantSelf(ctx, ten.ID); err != nil {
+		t.Fatal(err)
+	}
 	hh, err := c.AddHousehold(ctx, ten.ID, "house-1", "Member One")
 	if err != nil {
 		t.Fatal(err)
@@ -322,6 +325,9 @@ func TestRotationSurvivesRestart(t *testing.T) {
 	}
 	ten, err := c.CreateTenant(ctx, "Restart Coop")
 	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.GrantSelf(ctx, ten.ID); err != nil {
 		t.Fatal(err)
 	}
 	hh, err := c.AddHousehold(ctx, ten.ID, "house-1", "Member")

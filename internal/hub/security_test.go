@@ -67,6 +67,9 @@ func newFixture(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if _, err := f.c.GrantSelf(ctx, ten.ID); err != nil {
+		t.Fatal(err)
+	}
 	f.ten = ten.ID
 	if f.a, err = f.c.AddHousehold(ctx, f.ten, "house-a", "Member A"); err != nil {
 		t.Fatal(err)

@@ -47,6 +47,9 @@ func TestAgentP1(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if _, err := c.GrantSelf(ctx, ten.ID); err != nil {
+		t.Fatal(err)
+	}
 	sub, err := c.CreateSubject(ctx, ten.ID, "Meter Owner")
 	if err != nil {
 		t.Fatal(err)

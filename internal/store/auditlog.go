@@ -71,12 +71,11 @@ func (a *AuditLog) AppendStamped(ctx context.Context, build func(lastWhen int64)
 	if len(leaves) == 0 {
 		return 0, errs.E(errs.Invalid, "empty batch")
 	}
-	when := lastWhen
-	if e, err := audit.ParseEntry(leaves[0]); err == nil {
-		when = e.When
-	} else {
+	e, err := audit.ParseEntry(leaves[0])
+	if err != nil {
 		return 0, errs.E(errs.Invalid, err)
 	}
+	when := e.When
 	first := uint64(last + 1)
 	for i := 0; i < len(leaves); i += rowsPerInsert {
 		part := leaves[i:min(i+rowsPerInsert, len(leaves))]

@@ -4,8 +4,10 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"strings"
 	"time"
 
+	"github.com/custos-iot/custos/internal/access"
 	"github.com/custos-iot/custos/internal/errs"
 	"github.com/custos-iot/custos/internal/registry"
 )
@@ -80,8 +82,12 @@ func (s *Store) RecordCertificate(ctx context.Context, connector registry.Connec
 
 // OperatorToken is an API credential of a hub operator. Only its hash is stored.
 type OperatorToken struct {
-	ID      string
-	Name    string
+	ID   string
+	Name string
+	// Tenant, if set, scopes the token to one tenant, where it holds Roles.
+	// A token without a tenant is a platform operator's.
+	Tenant  registry.TenantID
+	Roles   []access.Role
 	Created time.Time
 	Expires time.Time // zero: does not expire
 	Revoked time.Time // zero: not revoked
@@ -89,16 +95,62 @@ type OperatorToken struct {
 
 // CreateOperatorToken stores an operator token's hash.
 func (s *Store) CreateOperatorToken(ctx context.Context, t OperatorToken, hash [32]byte) error {
-	_, err := s.db.ExecContext(ctx, s.q(`INSERT INTO operator_tokens (id, name, hash, created_ms, expires_ms) VALUES (?, ?, ?, ?, ?)`), t.ID, t.Name, hash[:], ms(t.Created), ms(t.Expires))
+	roles := make([]string, len(t.Roles))
+	for i, r := range t.Roles {
+		roles[i] = string(r)
+	}
+	_, err := s.db.ExecContext(ctx, s.q(`INSERT INTO operator_tokens (id, name, hash, created_ms, expires_ms, tenant_id, roles) VALUES (?, ?, ?, ?, ?, ?, ?)`),
+		t.ID, t.Name, hash[:], ms(t.Created), ms(t.Expires), t.Tenant, strings.Join(roles, ","))
 	return err
+}
+
+// OperatorTokens lists the operator tokens (never their secrets).
+func (s *Store) OperatorTokens(ctx context.Context) ([]OperatorToken, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT id, name, created_ms, expires_ms, revoked_ms, tenant_id, roles FROM operator_tokens ORDER BY created_ms, id`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []OperatorToken
+	for rows.Next() {
+		t, err := scanToken(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, t)
+	}
+	return out, rows.Err()
+}
+
+// RevokeOperatorToken revokes a token at now; its next request is refused.
+func (s *Store) RevokeOperatorToken(ctx context.Context, id string, now time.Time) error {
+	res, err := s.db.ExecContext(ctx, s.q(`UPDATE operator_tokens SET revoked_ms = ? WHERE id = ? AND revoked_ms = 0`), ms(now), id)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return errs.E(errs.NotFound, "no such token, or already revoked")
+	}
+	return nil
+}
+
+func scanToken(row interface{ Scan(...any) error }) (OperatorToken, error) {
+	var t OperatorToken
+	var c, e, r int64
+	var roles string
+	err := row.Scan(&t.ID, &t.Name, &c, &e, &r, &t.Tenant, &roles)
+	t.Created, t.Expires, t.Revoked = fromMS(c), fromMS(e), fromMS(r)
+	for _, x := range strings.Split(roles, ",") {
+		if x != "" {
+			t.Roles = append(t.Roles, access.Role(x))
+		}
+	}
+	return t, err
 }
 
 // OperatorTokenByHash finds the operator token with this hash.
 func (s *Store) OperatorTokenByHash(ctx context.Context, hash [32]byte) (OperatorToken, error) {
-	var t OperatorToken
-	var c, e, r int64
-	err := s.db.QueryRowContext(ctx, s.q(`SELECT id, name, created_ms, expires_ms, revoked_ms FROM operator_tokens WHERE hash = ?`), hash[:]).Scan(&t.ID, &t.Name, &c, &e, &r)
-	t.Created, t.Expires, t.Revoked = fromMS(c), fromMS(e), fromMS(r)
+	t, err := scanToken(s.db.QueryRowContext(ctx, s.q(`SELECT id, name, created_ms, expires_ms, revoked_ms, tenant_id, roles FROM operator_tokens WHERE hash = ?`), hash[:]))
 	return t, notFound("operator token", err)
 }
 

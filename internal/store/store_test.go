@@ -8,8 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/custos-iot/custos/internal/access"
 	"github.com/custos-iot/custos/internal/errs"
 	"github.com/custos-iot/custos/internal/registry"
+	"github.com/custos-iot/custos/internal/rollup"
 	"github.com/custos-iot/custos/internal/series"
 	"github.com/custos-iot/custos/internal/store"
 	"github.com/custos-iot/custos/internal/testenv"
@@ -83,6 +85,7 @@ func TestStore(t *testing.T) {
 			t.Run("isolation", func(t *testing.T) { testIsolation(t, open(t)) })
 			t.Run("enrol tokens", func(t *testing.T) { testEnrolTokens(t, open(t), &now) })
 			t.Run("batches", func(t *testing.T) { testBatches(t, open(t)) })
+			t.Run("grants", func(t *testing.T) { testGrants(t, open(t)) })
 			t.Run("migrations idempotent", func(t *testing.T) { testReopen(t, name) })
 		})
 	}
@@ -296,5 +299,52 @@ func TestPostgresReplicasStartTogether(t *testing.T) {
 		if err := <-errc; err != nil {
 			t.Error(err)
 		}
+	}
+}
+
+// testGrants: grants round-trip, every change raises the tenant's version
+// (what replicas compare to reload), and tenants stay apart.
+func testGrants(t *testing.T, s *store.Store) {
+	ctx := context.Background()
+	a, b := seed(t, s, "ga"), seed(t, s, "gb")
+	now := time.UnixMilli(1_700_000_000_000).UTC()
+	g := access.Grant{ID: "grt_1", Tenant: a.tenant.ID, Principal: "usr_1", Resource: access.SiteResource(a.site.ID),
+		Finest: rollup.Day, Purposes: []access.Purpose{"billing", "monitoring"}, NotAfter: now.Add(time.Hour)}
+	if v, err := s.GrantVersion(ctx, a.tenant.ID); err != nil || v != 0 {
+		t.Fatalf("version before any grant: %d, %v", v, err)
+	}
+	if err := s.AddGrant(ctx, g, now); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AddGrant(ctx, g, now); !errs.Is(errs.Exists, err) {
+		t.Errorf("same grant twice: %v, want Exists", err)
+	}
+	bad := g
+	bad.ID, bad.Purposes = "grt_2", nil
+	if err := s.AddGrant(ctx, bad, now); !errs.Is(errs.Invalid, err) {
+		t.Errorf("grant without purpose: %v, want Invalid", err)
+	}
+	gs, v, err := s.Grants(ctx, a.tenant.ID)
+	if err != nil || v != 1 || len(gs) != 1 {
+		t.Fatalf("Grants: %v, version %d, %v", gs, v, err)
+	}
+	if got := gs[0]; got.ID != g.ID || got.Principal != g.Principal || got.Resource != g.Resource || got.Finest != g.Finest ||
+		len(got.Purposes) != 2 || !got.NotAfter.Equal(g.NotAfter) || !got.NotBefore.IsZero() {
+		t.Errorf("round trip: %+v, want %+v", got, g)
+	}
+	if gs, _, _ := s.Grants(ctx, b.tenant.ID); len(gs) != 0 {
+		t.Errorf("tenant B sees A's grants: %v", gs)
+	}
+	if err := s.RevokeGrant(ctx, b.tenant.ID, g.ID); !errs.Is(errs.NotFound, err) {
+		t.Errorf("revoking A's grant through B: %v, want NotFound", err)
+	}
+	if err := s.RevokeGrant(ctx, a.tenant.ID, g.ID); err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := s.GrantVersion(ctx, a.tenant.ID); v != 2 {
+		t.Errorf("version after add and revoke: %d, want 2", v)
+	}
+	if v, _ := s.GrantVersion(ctx, b.tenant.ID); v != 0 {
+		t.Errorf("B's version moved: %d", v)
 	}
 }
