@@ -141,9 +141,11 @@ Use the CLI from this checkout:
   go run ./cmd/custos stream list
   go run ./cmd/custos connector list
 
-Read live data (house-1 consumption, last minute; add &resolution=15m for aggregates):
+Read live data (house-1 consumption, last minute; add &resolution=15m for aggregates).
+Reads name their purpose; the demo granted this token raw access for "monitoring"
+(see: go run ./cmd/custos grant list):
 
-  curl -s --cacert %s -H "Authorization: Bearer %s" "%s/v1/tenants/%s/streams/%s/readings?since=1m"
+  curl -s --cacert %s -H "Authorization: Bearer %s" "%s/v1/tenants/%s/streams/%s/readings?since=1m&purpose=monitoring"
 
 Every read above lands in the tamper-evident audit log; check it offline:
 
