@@ -20,8 +20,11 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/mod/sumdb/note"
+
 	"github.com/custos-iot/custos/internal/access"
 	"github.com/custos-iot/custos/internal/audit"
+	"github.com/custos-iot/custos/internal/datamap"
 	"github.com/custos-iot/custos/internal/errs"
 	"github.com/custos-iot/custos/internal/ingest"
 	"github.com/custos-iot/custos/internal/pki"
@@ -62,6 +65,17 @@ type Config struct {
 	// KeyJobs runs key rotations and rolls (POST /v1/keys/...). Optional:
 	// without it those routes answer 503.
 	KeyJobs KeyJobs
+	// DataMap registers every store of personal data with its export and
+	// erase handlers; rights requests are carried out across it. Optional:
+	// without it they answer 503.
+	DataMap *datamap.Map
+	// ExportDir keeps the archives of access and portability requests
+	// (a store of the data map).
+	ExportDir string
+	// ReceiptSigner signs consent receipts; ReceiptKey is its verifier
+	// key, served publicly. Must be non-nil for the consent routes.
+	ReceiptSigner note.Signer
+	ReceiptKey    string
 	// DeviceURL is the device endpoint's address as connectors reach it,
 	// handed to connectors at enrolment. Optional.
 	DeviceURL string

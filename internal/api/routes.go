@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/custos-iot/custos/internal/consent"
 	"github.com/custos-iot/custos/internal/errs"
 )
 
@@ -39,6 +40,7 @@ var Public = map[string]bool{
 	"GET /v1/audit/checkpoint/cosigned":        true,
 	"GET /v1/audit/proof/inclusion":            true,
 	"GET /v1/audit/proof/consistency":          true,
+	"GET /v1/consent/key":                      true,
 }
 
 // Routes lists the patterns of the operator API, for tests that walk it.
@@ -94,6 +96,23 @@ func (a *API) routes() []route {
 		{"DELETE /v1/tenants/{tenant}/grants/{grant}", op(a.revokeGrant)},
 		{"GET /v1/tenants/{tenant}/access/explain", op(a.explainAccess)},
 		{"GET /v1/tenants/{tenant}/streams/{stream}/readings", a.dataRead(a.authorizeReadings, a.readings)},
+		// Consent and data subjects' rights (consent.go).
+		{"GET /v1/consent/key", a.consentKey},
+		{"GET /v1/datamap", op(a.dataMap)},
+		{"POST /v1/tenants/{tenant}/purposes", op(a.addPurpose)},
+		{"GET /v1/tenants/{tenant}/purposes", op(list(a, a.cfg.Store.Purposes))},
+		{"GET /v1/tenants/{tenant}/purposes/{purpose}", op(a.purposeNotice)},
+		{"POST /v1/tenants/{tenant}/subjects/{subject}/consents", op(a.consentEvent(consent.Given))},
+		{"POST /v1/tenants/{tenant}/subjects/{subject}/consents/{purpose}/withdraw", op(a.consentEvent(consent.Withdrawn))},
+		{"GET /v1/tenants/{tenant}/subjects/{subject}/consents", op(a.listConsents)},
+		{"GET /v1/tenants/{tenant}/subjects/{subject}/consents/{record}/receipt", op(a.consentReceipt)},
+		{"POST /v1/tenants/{tenant}/subjects/{subject}/restrictions/{purpose}/lift", op(a.liftRestriction)},
+		{"GET /v1/tenants/{tenant}/rights", op(a.listRightsRequests)},
+		{"POST /v1/tenants/{tenant}/subjects/{subject}/rights", op(a.createRightsRequest)},
+		{"GET /v1/tenants/{tenant}/subjects/{subject}/rights", op(a.listRightsRequests)},
+		{"POST /v1/tenants/{tenant}/subjects/{subject}/rights/{request}/status", op(a.setRightsStatus)},
+		{"POST /v1/tenants/{tenant}/subjects/{subject}/rights/{request}/fulfil", op(a.fulfilRightsRequest)},
+		{"GET /v1/tenants/{tenant}/subjects/{subject}/rights/{request}/archive", op(a.rightsArchive)},
 	}
 }
 

@@ -176,7 +176,7 @@ func TestReceipt(t *testing.T) {
 }
 
 func TestPurposeCheck(t *testing.T) {
-	ok := consent.Purpose{ID: "research/open-data", Basis: consent.BasisConsent, Categories: []registry.Category{"energy.consumption"}, Recipients: []string{"University"}, RetentionDays: 365, Finest: rollup.Day, Notice: "n"}
+	ok := consent.Purpose{ID: "research-open-data", Basis: consent.BasisConsent, Categories: []registry.Category{"energy.consumption"}, Recipients: []string{"University"}, RetentionDays: 365, Finest: rollup.Day, Notice: "n"}
 	if err := ok.Check(); err != nil {
 		t.Fatal(err)
 	}

@@ -51,12 +51,12 @@ type Purpose struct {
 	Created time.Time `json:"created"`
 }
 
-var purposeRE = regexp.MustCompile(`^[a-z][a-z0-9-]{0,39}(/[a-z][a-z0-9-]{0,39})?$`)
+var purposeRE = regexp.MustCompile(`^[a-z][a-z0-9-]{0,39}$`)
 
 // CheckPurposeID validates a purpose name.
 func CheckPurposeID(id PurposeID) error {
 	if !purposeRE.MatchString(string(id)) {
-		return errs.E(errs.Invalid, "purpose must be lower-case letters, digits and '-', at most 40 characters (optionally one '/', as in research/open-data)")
+		return errs.E(errs.Invalid, "purpose must be lower-case letters, digits and '-', at most 40 characters (e.g. monitoring, research-open-data)")
 	}
 	return nil
 }

@@ -59,7 +59,13 @@ func (h *Hub) openAudit(ctx context.Context) error {
 // loadOrCreateLogKey reads the audit log's note keys, creating them on
 // first start. The signing key is written 0600 and refused if looser.
 func loadOrCreateLogKey(dir, origin string) (skey, vkey string, err error) {
-	kp, pp := filepath.Join(dir, "log.key"), filepath.Join(dir, "log.pub")
+	return loadOrCreateNoteKey(dir, "log", origin)
+}
+
+// loadOrCreateNoteKey reads the note keys <dir>/<base>.key (0600) and
+// <base>.pub, creating them on first start.
+func loadOrCreateNoteKey(dir, base, origin string) (skey, vkey string, err error) {
+	kp, pp := filepath.Join(dir, base+".key"), filepath.Join(dir, base+".pub")
 	b, err := os.ReadFile(kp)
 	if errors.Is(err, fs.ErrNotExist) {
 		if skey, vkey, err = audit.GenerateKey(rand.Reader, origin); err != nil {

@@ -193,7 +193,12 @@ func New(ctx context.Context, cfg Config) (_ *Hub, err error) {
 		_, port, _ := net.SplitHostPort(h.devLn.Addr().String())
 		deviceURL = "https://" + net.JoinHostPort(cfg.Names[0], port)
 	}
+	receiptSigner, receiptKey, err := h.openReceiptKey()
+	if err != nil {
+		return nil, err
+	}
 	h.api = api.New(api.Config{
+		DataMap: DataMap(h), ExportDir: h.exportDir(), ReceiptSigner: receiptSigner, ReceiptKey: receiptKey,
 		Store: h.Store, Authority: h.Authority, Ingest: h.Ingest, Keys: h.Keys, Sealer: h.sealer, DeviceURL: deviceURL,
 		Purge:   h.requestPurge,
 		KeyJobs: h.rot,

@@ -61,16 +61,23 @@ func TestExportAndErase(t *testing.T) {
 			Export: func(_ context.Context, r datamap.Ref, s datamap.Sink) error {
 				return s.CSV("rows.csv", []string{"subject"}, [][]string{{string(r.Subject)}})
 			},
-			Erase: func(context.Context, datamap.Ref) (datamap.Erased, error) { erased = append(erased, "a"); return datamap.Erased{Items: 2}, nil }},
+			Erase: func(context.Context, datamap.Ref) (datamap.Erased, error) {
+				erased = append(erased, "a")
+				return datamap.Erased{Items: 2}, nil
+			}},
 		{Name: "b", Categories: []string{"y"},
 			Export: func(_ context.Context, _ datamap.Ref, s datamap.Sink) error { return s.JSON("../escape.json", 1) },
-			Erase:  func(context.Context, datamap.Ref) (datamap.Erased, error) { return datamap.Erased{}, errors.New("down") }},
+			Erase: func(context.Context, datamap.Ref) (datamap.Erased, error) {
+				return datamap.Erased{}, errors.New("down")
+			}},
 	}}
 	ref := datamap.Ref{Tenant: "ten", Subject: "sub"}
 	if _, err := rights.Export(context.Background(), m, ref, t0, io.Discard, nil); err == nil {
 		t.Error("a file name escaping the store's folder was accepted")
 	}
-	m.Stores[1].Export = func(_ context.Context, _ datamap.Ref, s datamap.Sink) error { return s.JSON("profile.json", map[string]string{"k": "v"}) }
+	m.Stores[1].Export = func(_ context.Context, _ datamap.Ref, s datamap.Sink) error {
+		return s.JSON("profile.json", map[string]string{"k": "v"})
+	}
 	var buf bytes.Buffer
 	var steps []int
 	man, err := rights.Export(context.Background(), m, ref, t0, &buf, func(d, n int) { steps = append(steps, d) })
