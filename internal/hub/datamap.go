@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/mod/sumdb/note"
 
+	"github.com/custos-iot/custos/internal/access"
 	"github.com/custos-iot/custos/internal/audit"
 	"github.com/custos-iot/custos/internal/datamap"
 	"github.com/custos-iot/custos/internal/errs"
@@ -32,6 +33,7 @@ var noPersonalData = map[string]string{
 	"batches":          "idempotency records: batch ID, connector, time and count; no values, no subject",
 	"audit_checkpoint": "signed tree heads of the audit log: hashes only",
 	"purposes":         "a tenant's purposes and notices; no subject",
+	"grant_versions":   "a per-tenant counter of grant changes",
 	"goose_db_version": "schema migration bookkeeping",
 	"ca":               "the device CA's keys and certificates",
 	"hub.db":           "the SQLite database file; its tables are checked one by one",
@@ -55,6 +57,31 @@ func DataMap(h *Hub) *datamap.Map {
 		cats[i] = string(c)
 	}
 	return &datamap.Map{NoPersonalData: noPersonalData, Stores: []datamap.Store{
+		{
+			// First: access to the subject's data stops before anything else.
+			Name:       "grants",
+			Categories: []string{"access grants given on the subject's data"},
+			Tables:     []string{"grants"},
+			Export: func(ctx context.Context, r datamap.Ref, out datamap.Sink) error {
+				gs, err := h.subjectGrants(ctx, r)
+				if err != nil {
+					return err
+				}
+				return out.JSON("grants.json", nonNil(gs))
+			},
+			Erase: func(ctx context.Context, r datamap.Ref) (datamap.Erased, error) {
+				gs, err := h.subjectGrants(ctx, r)
+				if err != nil {
+					return datamap.Erased{}, err
+				}
+				for _, g := range gs {
+					if err := h.Store.RevokeGrant(ctx, r.Tenant, g.ID); err != nil && !errs.Is(errs.NotFound, err) {
+						return datamap.Erased{}, err
+					}
+				}
+				return datamap.Erased{Items: len(gs), Note: "grants on the subject, their sites, devices and streams revoked"}, nil
+			},
+		},
 		{
 			Name:       "registry",
 			Categories: []string{"identity (name, e-mail, postal address; sealed)", "sites", "devices", "streams", "subject key"},
@@ -140,6 +167,48 @@ func DataMap(h *Hub) *datamap.Map {
 			},
 		},
 	}}
+}
+
+// subjectGrants lists the grants whose resource is the subject or one of
+// their sites, devices or streams.
+func (h *Hub) subjectGrants(ctx context.Context, r datamap.Ref) ([]access.Grant, error) {
+	all, _, err := h.Store.Grants(ctx, r.Tenant)
+	if err != nil {
+		return nil, err
+	}
+	mine := map[access.Resource]bool{access.SubjectResource(r.Subject): true}
+	sites, err := h.Store.Sites(ctx, r.Tenant)
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range sites {
+		if s.Subject == r.Subject {
+			mine[access.SiteResource(s.ID)] = true
+		}
+	}
+	devs, err := h.Store.Devices(ctx, r.Tenant)
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range devs {
+		if mine[access.SiteResource(d.Site)] {
+			mine[access.DeviceResource(d.ID)] = true
+		}
+	}
+	streams, err := h.subjectStreams(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	for _, st := range streams {
+		mine[access.StreamResource(st.ID)] = true
+	}
+	var out []access.Grant
+	for _, g := range all {
+		if mine[g.Resource] {
+			out = append(out, g)
+		}
+	}
+	return out, nil
 }
 
 func nonNil[T any](s []T) []T {

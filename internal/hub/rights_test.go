@@ -87,6 +87,9 @@ func testConsentAndRights(t *testing.T, cfg hub.Config) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if _, err := c.GrantSelf(ctx, ten.ID); err != nil {
+		t.Fatal(err)
+	}
 	a := addMember(t, h, c, ten.ID, "house-a", registry.Profile{Name: "Member A", Email: "a@example.test"})
 	b := addMember(t, h, c, ten.ID, "house-b", registry.Profile{Name: "Member B"})
 	var rs []wire.Reading
