@@ -49,7 +49,7 @@ func TestPackageDocs(t *testing.T) {
 func TestAgentStaysSmall(t *testing.T) {
 	forbidden := []string{
 		mod + "internal/store", mod + "internal/api", mod + "internal/pki", mod + "internal/hub",
-		mod + "internal/ingest", mod + "internal/bench",
+		mod + "internal/ingest", mod + "internal/bench", mod + "internal/update",
 		"modernc.org/sqlite", "github.com/jackc/pgx/v5", "github.com/pressly/goose/v3",
 	}
 	for _, p := range listPackages(t, "./cmd/custos-agent") {
@@ -68,7 +68,8 @@ func TestLayering(t *testing.T) {
 	domain := []string{"internal/errs", "internal/registry", "internal/series", "internal/ingest", "internal/wire",
 		"internal/spool", "internal/enrol", "internal/pki", "internal/source", "internal/source/sim", "internal/uplink",
 		"internal/rollup", "internal/seal", "internal/access", "internal/audit", "internal/plausibility",
-		"internal/source/p1", "internal/source/mqtt", "internal/source/opcua", "internal/footprint"}
+		"internal/source/p1", "internal/source/mqtt", "internal/source/opcua", "internal/footprint",
+		"internal/update", "internal/selfupdate"}
 	roots := map[string][]string{
 		mod + "internal/hub":   {mod + "cmd/custos", mod + "internal/bench", mod + "internal/hubtest"},
 		mod + "internal/agent": {mod + "cmd/custos", mod + "cmd/custos-agent"},

@@ -22,8 +22,15 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/custos-iot/custos/internal/agent"
+	"github.com/custos-iot/custos/internal/selfupdate"
 	"github.com/custos-iot/custos/internal/uplink"
 )
+
+// version is the release version, set at link time:
+// go build -ldflags "-X main.version=v1.4.2" ./cmd/custos-agent.
+// Without it the agent reports its module build version and never
+// updates itself.
+var version string
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -91,17 +98,57 @@ cleanly on SIGINT/SIGTERM; whatever a source emitted is in the spool by then.`,
 				return errors.New("--log-level must be debug, info, warn or error")
 			}
 			cfg.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lv}))
-			a, err := agent.New(cmd.Context(), cfg)
-			if err != nil {
-				return err
-			}
-			defer a.Close()
-			cfg.Log.Info("agent running", "state_dir", cfg.StateDir)
-			return a.Run(cmd.Context())
+			cfg.Version = version
+			cfg.Trial = selfupdate.TrialMarker()
+			return run(cmd.Context(), cfg)
 		},
 	}
 	runCmd.Flags().StringVar(&configFile, "config", "agent.json", "configuration file (JSON)")
 	runCmd.Flags().StringVar(&level, "log-level", "info", "debug, info, warn or error")
 	root.AddCommand(enrolCmd, runCmd, newBench())
 	return root
+}
+
+// run runs the agent and, when it stops for a verified release, installs
+// it: swap, trial run, rollback if the trial fails, then re-exec whichever
+// binary is in place (same process ID, so systemd sees one service).
+func run(ctx context.Context, cfg agent.Config) error {
+	var exe string
+	if cfg.Update != nil && cfg.Trial == "" {
+		var err error
+		if exe, err = selfupdate.Executable(); err != nil {
+			return err
+		}
+		restored, err := selfupdate.Recover(exe, agent.UpdateDir(cfg))
+		if err != nil {
+			return err
+		}
+		if restored {
+			cfg.Log.Warn("agent: an interrupted update trial was rolled back; restarting the previous binary")
+			return selfupdate.Exec(exe)
+		}
+	}
+	a, err := agent.New(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	cfg.Log.Info("agent running", "state_dir", cfg.StateDir, "version", version)
+	err = a.Run(ctx)
+	if cerr := a.Close(); err == nil {
+		err = cerr
+	}
+	var ready *agent.UpdateReady
+	if !errors.As(err, &ready) || ctx.Err() != nil {
+		return err
+	}
+	ap := &selfupdate.Apply{Exe: exe, Args: os.Args[1:], Dir: agent.UpdateDir(cfg), Previous: version,
+		Timeout: cfg.Update.Timeout(), Log: cfg.Log}
+	var rb *selfupdate.RolledBack
+	if err := ap.Run(ctx, ready.Update); err != nil && !errors.As(err, &rb) {
+		cfg.Log.Error("agent: installing the update failed; restarting the running version", "err", err)
+	}
+	if ctx.Err() != nil {
+		return nil
+	}
+	return selfupdate.Exec(exe)
 }

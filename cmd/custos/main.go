@@ -45,7 +45,7 @@ func newRoot() *cobra.Command {
 		SilenceErrors: true,
 	}
 	g := &globals{}
-	root.AddCommand(newServe(), newDemo(), newBench(), newPlausibility(), newDatamap())
+	root.AddCommand(newServe(), newDemo(), newBench(), newPlausibility(), newDatamap(), newRelease())
 	// The client flags belong to the commands that talk to a running hub.
 	for _, c := range append(append(operatorCommands(g), newAudit(g)), consentCommands(g)...) {
 		c.PersistentFlags().StringVar(&g.hub, "hub", envOr("CUSTOS_HUB", "https://127.0.0.1:8443"), "hub API URL (env CUSTOS_HUB)")

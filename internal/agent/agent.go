@@ -20,6 +20,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/custos-iot/custos/internal/selfupdate"
 	"github.com/custos-iot/custos/internal/source"
 	"github.com/custos-iot/custos/internal/source/mqtt"
 	"github.com/custos-iot/custos/internal/source/opcua"
@@ -61,6 +62,16 @@ type Config struct {
 	// HealthEvery is how often the agent reports its health (version,
 	// certificate expiry, spool depth, drops, sources). Default 30 s.
 	HealthEvery sim.Duration `json:"health_every,omitempty"`
+	// Update enables signed self-update from the hub's TUF repository.
+	// Optional: without it the agent never replaces itself.
+	Update *UpdateConfig `json:"update,omitempty"`
+	// Version is the running release version (cmd/custos-agent sets it
+	// from its link-time version). Default: the module's build version.
+	Version string `json:"-"`
+	// Trial, if set, makes this run a self-update trial: after the first
+	// health report the hub accepts, the agent writes this marker file
+	// and stops. Set by cmd/custos-agent from selfupdate.EnvTrial.
+	Trial string `json:"-"`
 	// Log is the operational log. Default slog.Default().
 	Log *slog.Logger `json:"-"`
 }
@@ -108,6 +119,9 @@ type Agent struct {
 	client  *http.Client
 	sender  *uplink.Sender
 	device  string
+
+	stop  context.CancelFunc
+	ready *selfupdate.Update
 
 	mu      sync.Mutex
 	pending map[string][]wire.Reading
@@ -252,7 +266,13 @@ func (a *Agent) resume() map[string]int64 {
 
 // Run runs the sources, the batcher and the uplink until ctx is done. On
 // return every reading a source emitted is in the spool.
+//
+// Run returns an *UpdateReady when it stopped because a verified newer
+// release is waiting to be installed (see selfupdate.Apply), and nil when
+// a trial run has reported healthy.
 func (a *Agent) Run(ctx context.Context) error {
+	ctx, a.stop = context.WithCancel(ctx)
+	defer a.stop()
 	resume := a.resume()
 	var wg sync.WaitGroup
 	errc := make(chan error, len(a.sources)+4)
@@ -270,7 +290,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	upCtx, stopUplink := context.WithCancel(ctx)
 	defer stopUplink()
 	var up sync.WaitGroup
-	up.Add(4)
+	up.Add(5)
+	go func() { defer up.Done(); a.updateLoop(upCtx) }()
 	go func() { defer up.Done(); a.healthLoop(upCtx) }()
 	go func() { defer up.Done(); errc <- a.sender.Run(upCtx) }()
 	go func() { defer up.Done(); a.renewLoop(upCtx) }()
@@ -288,6 +309,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	stopUplink()
 	up.Wait()
+	if err == nil && a.ready != nil {
+		err = &UpdateReady{Update: a.ready}
+	}
 	return err
 }
 

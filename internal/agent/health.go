@@ -31,7 +31,7 @@ func (a *Agent) Health() registry.Health {
 	st := a.Stats()
 	h := registry.Health{
 		Reported:     time.Now().UTC(),
-		Version:      Version(),
+		Version:      a.version(),
 		CertExpiry:   st.CertExpiry.UTC(),
 		SpoolRecords: st.Spool.Records,
 		SpoolBytes:   st.Spool.Bytes,
@@ -105,6 +105,8 @@ func (a *Agent) healthLoop(ctx context.Context) {
 	for {
 		if err := a.reportHealth(ctx); err != nil && ctx.Err() == nil {
 			a.cfg.Log.Debug("agent: health report failed; will retry", "err", err)
+		} else if err == nil {
+			a.trialPassed()
 		}
 		select {
 		case <-ctx.Done():

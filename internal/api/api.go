@@ -76,6 +76,9 @@ type Config struct {
 	// key, served publicly. Must be non-nil for the consent routes.
 	ReceiptSigner note.Signer
 	ReceiptKey    string
+	// Updates is the agent update repository served at /v1/updates/.
+	// Optional: without it those routes answer 404.
+	Updates UpdateFiles
 	// DeviceURL is the device endpoint's address as connectors reach it,
 	// handed to connectors at enrolment. Optional.
 	DeviceURL string

@@ -29,7 +29,8 @@ type route struct {
 
 // Public lists the routes that write no audit entry: they serve nothing
 // personal (health, the CA certificate, the audit log's own checkpoints,
-// key and proofs, which hold only hashes). Every other route appends
+// key and proofs, which hold only hashes; the signed agent update
+// repository). Every other route appends
 // exactly one entry per request, allowed or denied.
 var Public = map[string]bool{
 	"GET /v1/health":                           true,
@@ -41,6 +42,7 @@ var Public = map[string]bool{
 	"GET /v1/audit/proof/inclusion":            true,
 	"GET /v1/audit/proof/consistency":          true,
 	"GET /v1/consent/key":                      true,
+	"GET /v1/updates/{file...}":                true,
 }
 
 // Routes lists the patterns of the operator API, for tests that walk it.
@@ -66,6 +68,7 @@ func (a *API) routes() []route {
 		{"GET /v1/audit/proof/inclusion", a.auditInclusion},
 		{"GET /v1/audit/proof/consistency", a.auditConsistency},
 		{"GET /v1/audit/export", op(a.auditExport)},
+		{"GET /v1/updates/{file...}", a.updateFile},
 		{"POST /v1/enrol", a.enrolConnector},
 		{"GET /v1/whoami", op(a.whoami)},
 		{"POST /v1/tokens", op(a.createToken)},
@@ -124,6 +127,9 @@ func (a *API) DeviceHandler() http.Handler {
 	mux.Handle("POST /v1/renew", a.wrap(a.device(a.renew)))
 	mux.Handle("GET /v1/streams", a.wrap(a.device(a.connectorStreams)))
 	mux.Handle("POST /v1/health", a.wrap(a.device(a.postHealth)))
+	// Signed, public files: the TLS handshake already admits only valid
+	// connectors; no audit entry per metadata fetch.
+	mux.Handle("GET /v1/updates/{file...}", a.wrap(a.updateFile))
 	return mux
 }
 

@@ -30,6 +30,7 @@ import (
 	"github.com/custos-iot/custos/internal/seal/pkcs11"
 	"github.com/custos-iot/custos/internal/series"
 	"github.com/custos-iot/custos/internal/store"
+	"github.com/custos-iot/custos/internal/update"
 )
 
 // Config configures a hub. The zero value of each field means its default.
@@ -73,6 +74,9 @@ type Config struct {
 	// witnesses whose cosignatures of the audit log the hub accepts and
 	// serves.
 	AuditWitnesses []string
+	// UpdatesDir holds the TUF repository of agent releases and its online
+	// keys (custos release init|publish). Default <DataDir>/updates.
+	UpdatesDir string
 	// AuditOff discards audit entries instead of appending them. For the
 	// benchmark that measures what auditing adds to a read only; a hub
 	// serving people never sets it.
@@ -132,6 +136,7 @@ type Hub struct {
 	kek      interface{ Close() error }
 	rot      *rotator
 	api      *api.API
+	updates  *update.Repo
 
 	apiLn, devLn net.Listener
 	// InitialToken is the operator token created on the first start of an
@@ -197,10 +202,15 @@ func New(ctx context.Context, cfg Config) (_ *Hub, err error) {
 	if err != nil {
 		return nil, err
 	}
+	if cfg.UpdatesDir == "" {
+		cfg.UpdatesDir = filepath.Join(cfg.DataDir, "updates")
+	}
+	h.updates = update.Open(cfg.UpdatesDir, cfg.Now)
 	h.api = api.New(api.Config{
 		DataMap: DataMap(h), ExportDir: h.exportDir(), ReceiptSigner: receiptSigner, ReceiptKey: receiptKey,
 		Store: h.Store, Authority: h.Authority, Ingest: h.Ingest, Keys: h.Keys, Sealer: h.sealer, DeviceURL: deviceURL,
 		Purge:   h.requestPurge,
+		Updates: h.updates,
 		KeyJobs: h.rot,
 		Audit:   h.Audit, AuditKey: h.AuditKey, Recorder: h.recorder(), AuditWitnesses: cfg.AuditWitnesses, AuthzOff: cfg.AuthzOff,
 		EnrolTokenTTL: cfg.EnrolTokenTTL, CertLifetime: cfg.CertLifetime,
@@ -369,6 +379,7 @@ func (h *Hub) Run(ctx context.Context) error {
 	}()
 
 	go h.refreshServerCert(compactCtx)
+	go h.refreshUpdates(compactCtx)
 	h.rot.start(compactCtx) // key rotation jobs, resuming unfinished ones
 	purgeDone := make(chan struct{})
 	go func() {
@@ -418,6 +429,28 @@ func (h *Hub) refreshServerCert(ctx context.Context) {
 		}
 		if err := h.Authority.RefreshServer(); err != nil {
 			h.cfg.Log.Error("hub: renewing the server certificate failed; will retry", "err", err)
+		}
+	}
+}
+
+// refreshUpdates re-signs the update repository's snapshot and timestamp
+// with the online keys before they expire (agents refuse expired ones),
+// hourly and at start. A hub without a repository has nothing to do.
+func (h *Hub) refreshUpdates(ctx context.Context) {
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		if h.updates.Initialized() {
+			if signed, err := h.updates.Refresh(); err != nil {
+				h.cfg.Log.Error("hub: re-signing the update timestamp failed; will retry", "err", err)
+			} else if signed {
+				h.cfg.Log.Info("hub: update timestamp re-signed")
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
 		}
 	}
 }
