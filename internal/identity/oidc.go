@@ -272,7 +272,7 @@ func (s *Service) VerifyIDToken(ctx context.Context, p Provider, rp *oidc.Provid
 		reason = "ID token expired"
 	case strings.Contains(m, "audience"):
 		reason = "ID token for another audience"
-	case strings.Contains(m, "issuer"):
+	case strings.Contains(m, "issuer"), strings.Contains(m, "different provider"):
 		reason = "ID token from another issuer"
 	case strings.Contains(m, "signature"):
 		reason = "ID token signature invalid"
