@@ -26,6 +26,7 @@ import (
 	"github.com/custos-iot/custos/internal/audit"
 	"github.com/custos-iot/custos/internal/datamap"
 	"github.com/custos-iot/custos/internal/errs"
+	"github.com/custos-iot/custos/internal/identity"
 	"github.com/custos-iot/custos/internal/ingest"
 	"github.com/custos-iot/custos/internal/pki"
 	"github.com/custos-iot/custos/internal/seal"
@@ -86,6 +87,9 @@ type Config struct {
 	EnrolTokenTTL time.Duration
 	// CertLifetime is the lifetime of connector certificates. Default 24 h.
 	CertLifetime time.Duration
+	// Identity serves users, sessions and OIDC login. Optional: without
+	// it those routes answer 503.
+	Identity *identity.Service
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
 	// Rand is the source of tokens and IDs. Default crypto/rand.Reader.
@@ -107,6 +111,7 @@ type API struct {
 	accesses accessIndex
 	authz    *authorizer
 	cosigned cosigned
+	cop      *http.CrossOriginProtection
 }
 
 // New returns an API for cfg.
@@ -129,7 +134,7 @@ func New(cfg Config) *API {
 	if cfg.Recorder == nil {
 		cfg.Recorder = cfg.Audit
 	}
-	return &API{cfg: cfg, log: cfg.Log, authz: newAuthorizer(cfg.Store)}
+	return &API{cfg: cfg, log: cfg.Log, authz: newAuthorizer(cfg.Store), cop: http.NewCrossOriginProtection()}
 }
 
 type ctxKey int

@@ -116,6 +116,18 @@ func (a *API) routes() []route {
 		{"POST /v1/tenants/{tenant}/subjects/{subject}/rights/{request}/status", op(a.setRightsStatus)},
 		{"POST /v1/tenants/{tenant}/subjects/{subject}/rights/{request}/fulfil", op(a.fulfilRightsRequest)},
 		{"GET /v1/tenants/{tenant}/subjects/{subject}/rights/{request}/archive", op(a.rightsArchive)},
+		// Users, sessions and OpenID Connect login (identity.go).
+		{"POST /v1/login", a.login},
+		{"POST /v1/logout", a.logout},
+		{"GET /v1/session", a.sessionInfo},
+		{"GET /v1/oidc/{tenant}/{provider}/login", a.oidcLogin},
+		{"GET /v1/oidc/{tenant}/{provider}/callback", a.oidcCallback},
+		{"POST /v1/tenants/{tenant}/users", a.admin(a.createUser)},
+		{"GET /v1/tenants/{tenant}/users", a.admin(a.listUsers)},
+		{"POST /v1/tenants/{tenant}/users/{user}/disable", a.admin(a.disableUser)},
+		{"POST /v1/tenants/{tenant}/users/{user}/password", a.admin(a.setUserPassword)},
+		{"POST /v1/tenants/{tenant}/oidc-providers", a.admin(a.createProvider)},
+		{"GET /v1/tenants/{tenant}/oidc-providers", a.admin(a.listProviders)},
 	}
 }
 

@@ -23,6 +23,7 @@ import (
 
 	"github.com/custos-iot/custos/internal/api"
 	"github.com/custos-iot/custos/internal/audit"
+	"github.com/custos-iot/custos/internal/identity"
 	"github.com/custos-iot/custos/internal/ingest"
 	"github.com/custos-iot/custos/internal/pki"
 	"github.com/custos-iot/custos/internal/registry"
@@ -206,8 +207,13 @@ func New(ctx context.Context, cfg Config) (_ *Hub, err error) {
 		cfg.UpdatesDir = filepath.Join(cfg.DataDir, "updates")
 	}
 	h.updates = update.Open(cfg.UpdatesDir, cfg.Now)
+	ident, err := identity.New(identity.Config{Store: h.Store, Now: cfg.Now, Rand: cfg.Rand, Log: cfg.Log})
+	if err != nil {
+		return nil, err
+	}
 	h.api = api.New(api.Config{
 		DataMap: DataMap(h), ExportDir: h.exportDir(), ReceiptSigner: receiptSigner, ReceiptKey: receiptKey,
+		Identity: ident,
 		Store: h.Store, Authority: h.Authority, Ingest: h.Ingest, Keys: h.Keys, Sealer: h.sealer, DeviceURL: deviceURL,
 		Purge:   h.requestPurge,
 		Updates: h.updates,
