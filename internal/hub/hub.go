@@ -214,7 +214,7 @@ func New(ctx context.Context, cfg Config) (_ *Hub, err error) {
 	h.api = api.New(api.Config{
 		DataMap: DataMap(h), ExportDir: h.exportDir(), ReceiptSigner: receiptSigner, ReceiptKey: receiptKey,
 		Identity: ident,
-		Store: h.Store, Authority: h.Authority, Ingest: h.Ingest, Keys: h.Keys, Sealer: h.sealer, DeviceURL: deviceURL,
+		Store:    h.Store, Authority: h.Authority, Ingest: h.Ingest, Keys: h.Keys, Sealer: h.sealer, DeviceURL: deviceURL,
 		Purge:   h.requestPurge,
 		Updates: h.updates,
 		KeyJobs: h.rot,
