@@ -213,14 +213,13 @@ func New(ctx context.Context, cfg Config) (_ *Hub, err error) {
 	}
 	h.api = api.New(api.Config{
 		DataMap: DataMap(h), ExportDir: h.exportDir(), ReceiptSigner: receiptSigner, ReceiptKey: receiptKey,
-		Identity: ident,
-		Store:    h.Store, Authority: h.Authority, Ingest: h.Ingest, Keys: h.Keys, Sealer: h.sealer, DeviceURL: deviceURL,
+		Store: h.Store, Authority: h.Authority, Ingest: h.Ingest, Keys: h.Keys, Sealer: h.sealer, DeviceURL: deviceURL,
 		Purge:   h.requestPurge,
 		Updates: h.updates,
 		KeyJobs: h.rot,
 		Audit:   h.Audit, AuditKey: h.AuditKey, Recorder: h.recorder(), AuditWitnesses: cfg.AuditWitnesses, AuthzOff: cfg.AuthzOff,
 		EnrolTokenTTL: cfg.EnrolTokenTTL, CertLifetime: cfg.CertLifetime,
-		Now: cfg.Now, Rand: cfg.Rand, Log: cfg.Log,
+		Now: cfg.Now, Rand: cfg.Rand, Log: cfg.Log, Identity: ident,
 	})
 	return h, nil
 }
