@@ -177,29 +177,11 @@ func (a *API) dataRead(authorize func(*http.Request) (*http.Request, error), h h
 
 func (a *API) authenticated(authorize func(*http.Request) (*http.Request, error), h handlerFunc) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
-		const op errs.Op = "api.operator"
-		auth := r.Header.Get("Authorization")
-		tok, ok := strings.CutPrefix(auth, "Bearer ")
-		if !ok || tok == "" {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="custos"`)
-			return a.deny(r, errs.E(op, errs.Unauthenticated, "missing bearer token; set CUSTOS_TOKEN to the operator token"))
-		}
-		t, err := a.cfg.Store.OperatorTokenByHash(r.Context(), sha256.Sum256([]byte(tok)))
-		if errs.Is(errs.NotFound, err) {
-			return a.deny(r, errs.E(op, errs.Unauthenticated, "unknown operator token"))
-		}
+		p, err := a.authenticate(w, r)
 		if err != nil {
-			return err
+			return err // denied and recorded
 		}
-		now := a.cfg.Now()
-		if !t.Revoked.IsZero() {
-			return a.deny(r, errs.E(op, errs.Unauthenticated, "operator token revoked"))
-		}
-		if !t.Expires.IsZero() && now.After(t.Expires) {
-			return a.deny(r, errs.E(op, errs.Unauthenticated, "operator token expired"))
-		}
-		who := audit.PrincipalID(t.ID)
-		p := access.Principal{ID: access.PrincipalID(t.ID), Tenant: t.Tenant, Roles: t.Roles, Expires: t.Expires}
+		who := audit.PrincipalID(p.ID)
 		r = withPrincipal(r, p)
 		if err := scope(r, p, authorize != nil); err != nil {
 			if rerr := a.record(r, who, audit.Denied); rerr != nil {
@@ -226,6 +208,46 @@ func (a *API) authenticated(authorize func(*http.Request) (*http.Request, error)
 		}
 		return h(w, r)
 	}
+}
+
+// authenticate finds the request's principal: an operator API token
+// (Bearer), else a user's web session (cookie; unsafe methods must then be
+// same-origin). A missing, unknown, revoked or expired credential is
+// refused and recorded as denied.
+func (a *API) authenticate(w http.ResponseWriter, r *http.Request) (access.Principal, error) {
+	const op errs.Op = "api.authenticate"
+	auth := r.Header.Get("Authorization")
+	if auth == "" && a.cfg.Identity != nil && identity.HasSessionCookie(r) {
+		p, _, err := a.cfg.Identity.Authenticate(r.Context(), r)
+		if err != nil {
+			return p, a.deny(r, err)
+		}
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			if err := a.csrf(r); err != nil {
+				return p, a.denyAs(r, audit.PrincipalID(p.ID), err)
+			}
+		}
+		return p, nil
+	}
+	tok, ok := strings.CutPrefix(auth, "Bearer ")
+	if !ok || tok == "" {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="custos"`)
+		return access.Principal{}, a.deny(r, errs.E(op, errs.Unauthenticated, "missing bearer token; set CUSTOS_TOKEN to the operator token"))
+	}
+	t, err := a.cfg.Store.OperatorTokenByHash(r.Context(), sha256.Sum256([]byte(tok)))
+	if errs.Is(errs.NotFound, err) {
+		return access.Principal{}, a.deny(r, errs.E(op, errs.Unauthenticated, "unknown operator token"))
+	}
+	if err != nil {
+		return access.Principal{}, err
+	}
+	if !t.Revoked.IsZero() {
+		return access.Principal{}, a.deny(r, errs.E(op, errs.Unauthenticated, "operator token revoked"))
+	}
+	if !t.Expires.IsZero() && a.cfg.Now().After(t.Expires) {
+		return access.Principal{}, a.deny(r, errs.E(op, errs.Unauthenticated, "operator token expired"))
+	}
+	return access.Principal{ID: access.PrincipalID(t.ID), Tenant: t.Tenant, Roles: t.Roles, Expires: t.Expires}, nil
 }
 
 // decodeJSON reads a JSON request body strictly: unknown fields and

@@ -15,6 +15,7 @@ import (
 	"github.com/custos-iot/custos/internal/access"
 	"github.com/custos-iot/custos/internal/api"
 	"github.com/custos-iot/custos/internal/audit"
+	"github.com/custos-iot/custos/internal/client"
 	"github.com/custos-iot/custos/internal/hub"
 	"github.com/custos-iot/custos/internal/identity"
 	"github.com/custos-iot/custos/internal/registry"
@@ -238,5 +239,57 @@ func TestCrossOriginRefused(t *testing.T) {
 	// A tenant admin manages only their own tenant.
 	if a := f.b.do("GET", "/v1/tenants/"+string(f.other)+"/users", "", sess, same); a.status != 403 {
 		t.Errorf("tenant admin reading another tenant's users: %d %s", a.status, a.body)
+	}
+}
+
+// TestMemberReadsOwnData: a member (a user who is a data subject) signs in
+// and reads their own stream at any resolution for any purpose without a
+// grant, but not a neighbour's; a tenant admin's session reads nothing
+// without a grant either.
+func TestMemberReadsOwnData(t *testing.T) {
+	f := newIDFixture(t)
+	ctx := context.Background()
+	c, err := client.NewFromFile(f.h.APIURL(), f.h.InitialToken, f.h.CAFile())
+	if err != nil {
+		t.Fatal(err)
+	}
+	mine, err := c.AddHousehold(ctx, f.ten, "house-m", "Member M")
+	if err != nil {
+		t.Fatal(err)
+	}
+	theirs, err := c.AddHousehold(ctx, f.ten, "house-n", "Member N")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const pw = "quiet harbour seven kites"
+	if err := c.Do(ctx, "POST", "/v1/tenants/"+string(f.ten)+"/users", identity.NewUser{Name: "mia", Password: pw,
+		Roles: []access.Role{access.RoleMember}, MemberOf: mine.Subject.ID}, nil); err != nil {
+		t.Fatal(err)
+	}
+	sess := f.b.do("POST", "/v1/login", loginBody(f.ten, "mia", pw), "", nil).cookie
+	if sess == nil {
+		t.Fatal("no session cookie")
+	}
+	read := func(session string, s registry.StreamID, q string) int {
+		return f.b.do("GET", "/v1/tenants/"+string(f.ten)+"/streams/"+string(s)+"/readings?since=1h&"+q, "", session, nil).status
+	}
+	for _, q := range []string{"purpose=monitoring", "purpose=billing&resolution=15m", "purpose=research&resolution=1mo"} {
+		if st := read(sess.Value, mine.Streams[0].ID, q); st != 200 {
+			t.Errorf("member reads own stream (%s): %d, want 200", q, st)
+		}
+		if st := read(sess.Value, theirs.Streams[0].ID, q); st != 403 {
+			t.Errorf("member reads neighbour's stream (%s): %d, want 403", q, st)
+		}
+	}
+	admin := f.b.do("POST", "/v1/login", loginBody(f.ten, "alice", alicePW), "", nil).cookie
+	if st := read(admin.Value, mine.Streams[0].ID, "purpose=monitoring"); st != 403 {
+		t.Errorf("tenant admin without a grant reads a member's stream: %d, want 403", st)
+	}
+	// A member's session cannot reach the registry or other tenants.
+	if st := f.b.do("GET", "/v1/tenants/"+string(f.ten)+"/subjects", "", sess.Value, nil).status; st != 403 {
+		t.Errorf("member lists subjects: %d, want 403", st)
+	}
+	if st := f.b.do("GET", "/v1/tenants/"+string(f.other)+"/streams", "", sess.Value, nil).status; st != 403 {
+		t.Errorf("member reaches another tenant: %d, want 403", st)
 	}
 }

@@ -50,6 +50,11 @@ func scope(r *http.Request, p access.Principal, dataRead bool) error {
 			return nil
 		}
 		return forbid("only a tenant admin manages and explains grants")
+	case strings.Contains(pat, "/users"), strings.Contains(pat, "/oidc-providers"), strings.Contains(pat, "/apps"):
+		if p.Has(access.RoleTenantAdmin) {
+			return nil
+		}
+		return forbid("only the hub operator and the tenant's admins manage its users and apps")
 	case r.Method != http.MethodGet:
 		if p.Has(access.RoleTenantAdmin) || p.Has(access.RoleOperator) {
 			return nil

@@ -35,6 +35,8 @@ var noPersonalData = map[string]string{
 	"purposes":         "a tenant's purposes and notices; no subject",
 	"grant_versions":   "a per-tenant counter of grant changes",
 	"goose_db_version": "schema migration bookkeeping",
+	"oidc_providers":   "a tenant's OpenID Connect provider settings; no subject",
+	"oidc_flows":       "login flows under way (hashed state, nonce, PKCE verifier), minutes long; no subject",
 	"ca":               "the device CA's keys and certificates",
 	"hub.db":           "the SQLite database file; its tables are checked one by one",
 	"hub.db-wal":       "the SQLite write-ahead log of hub.db (same tables)",
@@ -80,6 +82,23 @@ func DataMap(h *Hub) *datamap.Map {
 					}
 				}
 				return datamap.Erased{Items: len(gs), Note: "grants on the subject, their sites, devices and streams revoked"}, nil
+			},
+		},
+		{
+			// Then the subject's own logins: nobody acts as them any more.
+			Name:       "accounts",
+			Categories: []string{"login name, roles and linked OpenID Connect account of the subject's user accounts", "their web sessions"},
+			Tables:     []string{"users", "sessions"},
+			Export: func(ctx context.Context, r datamap.Ref, out datamap.Sink) error {
+				us, err := h.Store.SubjectUsers(ctx, r.Tenant, r.Subject)
+				if err != nil {
+					return err
+				}
+				return out.JSON("accounts.json", nonNil(us))
+			},
+			Erase: func(ctx context.Context, r datamap.Ref) (datamap.Erased, error) {
+				n, err := h.Store.EraseSubjectUsers(ctx, r.Tenant, r.Subject)
+				return datamap.Erased{Items: n, Note: "accounts and their sessions deleted"}, err
 			},
 		},
 		{

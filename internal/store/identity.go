@@ -239,3 +239,43 @@ func (s *Store) TakeFlow(ctx context.Context, stateHash [32]byte) (identity.Flow
 	}
 	return f, tx.Commit()
 }
+
+// SubjectUsers lists the user accounts of tenant t that are subject sub
+// (member_of), for the data map's export.
+func (s *Store) SubjectUsers(ctx context.Context, t registry.TenantID, sub registry.SubjectID) ([]identity.User, error) {
+	us, err := s.Users(ctx, t)
+	if err != nil {
+		return nil, err
+	}
+	var out []identity.User
+	for _, u := range us {
+		if u.MemberOf == sub {
+			out = append(out, u)
+		}
+	}
+	return out, nil
+}
+
+// EraseSubjectUsers deletes the user accounts of tenant t that are subject
+// sub, with their sessions, in one transaction, and returns how many
+// accounts it deleted.
+func (s *Store) EraseSubjectUsers(ctx context.Context, t registry.TenantID, sub registry.SubjectID) (int, error) {
+	if s.dialect != Postgres {
+		s.writer.lock(false)
+		defer s.writer.unlock()
+	}
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, err
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, s.q(`DELETE FROM sessions WHERE user_id IN (SELECT id FROM users WHERE tenant_id = ? AND member_of = ?)`), t, sub); err != nil {
+		return 0, err
+	}
+	res, err := tx.ExecContext(ctx, s.q(`DELETE FROM users WHERE tenant_id = ? AND member_of = ?`), t, sub)
+	if err != nil {
+		return 0, err
+	}
+	n, _ := res.RowsAffected()
+	return int(n), tx.Commit()
+}

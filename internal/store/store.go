@@ -171,7 +171,9 @@ func (s *Store) migrate(ctx context.Context) error {
 	if s.dialect == Postgres {
 		d = goose.DialectPostgres
 	}
-	opts := []goose.ProviderOption{goose.WithDisableGlobalRegistry(true)}
+	// Features land as numbered migrations in parallel; a database that applied
+	// a later number must still take an earlier one added since.
+	opts := []goose.ProviderOption{goose.WithDisableGlobalRegistry(true), goose.WithAllowOutofOrder(true)}
 	if s.dialect == Postgres {
 		// Replicas starting together take turns (an advisory lock).
 		locker, err := lock.NewPostgresSessionLocker()
