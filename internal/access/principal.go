@@ -27,6 +27,11 @@ type Principal struct {
 	Scopes []string
 	// Expires is when the credential stops being valid; zero if never.
 	Expires time.Time
+	// ActingFor is the user ("usr_...") an app's token acts for (issued
+	// through the authorization-code flow); empty for a service's token
+	// and for every other credential. A read with such a token needs the
+	// app's and the user's permission both.
+	ActingFor PrincipalID
 }
 
 // Has reports whether p holds role r.
