@@ -29,14 +29,17 @@ type Keys struct {
 	Crypto [32]byte
 }
 
-// GenerateKeys makes new Keys from rand.
-func GenerateKeys(rand io.Reader) (Keys, error) {
+// GenerateKeys makes new Keys from r (nil: crypto/rand).
+func GenerateKeys(r io.Reader) (Keys, error) {
+	if r == nil {
+		r = rand.Reader
+	}
 	var k Keys
 	var err error
-	if k.Signing, err = ecdsa.GenerateKey(elliptic.P256(), rand); err != nil {
+	if k.Signing, err = ecdsa.GenerateKey(elliptic.P256(), r); err != nil {
 		return k, err
 	}
-	_, err = io.ReadFull(rand, k.Crypto[:])
+	_, err = io.ReadFull(r, k.Crypto[:])
 	return k, err
 }
 
