@@ -18,8 +18,8 @@ type client struct {
 	idTTL  time.Duration
 }
 
-func (c *client) GetID() string                   { return string(c.app.ID) }
-func (c *client) RedirectURIs() []string          { return c.app.RedirectURIs }
+func (c *client) GetID() string                    { return string(c.app.ID) }
+func (c *client) RedirectURIs() []string           { return c.app.RedirectURIs }
 func (c *client) PostLogoutRedirectURIs() []string { return nil }
 
 // ApplicationType: public apps are user agents (https redirect URIs,
@@ -67,8 +67,8 @@ func (c *client) RestrictAdditionalIdTokenScopes() func([]string) []string {
 func (c *client) RestrictAdditionalAccessTokenScopes() func([]string) []string {
 	return func(s []string) []string { return s }
 }
-func (c *client) IsScopeAllowed(scope string) bool    { return slices.Contains(c.app.Scopes, scope) }
+func (c *client) IsScopeAllowed(scope string) bool     { return slices.Contains(c.app.Scopes, scope) }
 func (c *client) IDTokenUserinfoClaimsAssertion() bool { return false }
-func (c *client) ClockSkew() time.Duration            { return 0 }
+func (c *client) ClockSkew() time.Duration             { return 0 }
 
 var _ op.Client = (*client)(nil)

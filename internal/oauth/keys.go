@@ -152,10 +152,10 @@ func (k *signingKey) Key() any { return k.key }
 // publicKey is the published half (op.Key).
 type publicKey struct{ k *signingKey }
 
-func (p publicKey) ID() string                          { return p.k.id }
+func (p publicKey) ID() string                         { return p.k.id }
 func (p publicKey) Algorithm() jose.SignatureAlgorithm { return jose.ES256 }
-func (p publicKey) Use() string                         { return "sig" }
-func (p publicKey) Key() any                            { return &p.k.key.PublicKey }
+func (p publicKey) Use() string                        { return "sig" }
+func (p publicKey) Key() any                           { return &p.k.key.PublicKey }
 
 // keySet verifies tokens against the hub's own key, without a round trip
 // through the keys endpoint.
