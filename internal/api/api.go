@@ -28,6 +28,7 @@ import (
 	"github.com/custos-iot/custos/internal/errs"
 	"github.com/custos-iot/custos/internal/identity"
 	"github.com/custos-iot/custos/internal/ingest"
+	"github.com/custos-iot/custos/internal/oauth"
 	"github.com/custos-iot/custos/internal/pki"
 	"github.com/custos-iot/custos/internal/seal"
 	"github.com/custos-iot/custos/internal/series"
@@ -80,6 +81,9 @@ type Config struct {
 	// Updates is the agent update repository served at /v1/updates/.
 	// Optional: without it those routes answer 404.
 	Updates UpdateFiles
+	// OAuth is the authorization server for apps. Optional: without it the
+	// /oauth2 and app routes answer 503.
+	OAuth *oauth.Server
 	// DeviceURL is the device endpoint's address as connectors reach it,
 	// handed to connectors at enrolment. Optional.
 	DeviceURL string

@@ -43,6 +43,9 @@ var Public = map[string]bool{
 	"GET /v1/audit/proof/consistency":          true,
 	"GET /v1/consent/key":                      true,
 	"GET /v1/updates/{file...}":                true,
+	// OAuth2 discovery and the token-signing public keys.
+	"GET /oauth2/.well-known/openid-configuration": true,
+	"GET /oauth2/keys": true,
 }
 
 // Routes lists the patterns of the operator API, for tests that walk it.
@@ -128,6 +131,19 @@ func (a *API) routes() []route {
 		{"POST /v1/tenants/{tenant}/users/{user}/password", a.admin(a.setUserPassword)},
 		{"POST /v1/tenants/{tenant}/oidc-providers", a.admin(a.createProvider)},
 		{"GET /v1/tenants/{tenant}/oidc-providers", a.admin(a.listProviders)},
+		{"POST /v1/tenants/{tenant}/apps", op(a.createApp)},
+		{"GET /v1/tenants/{tenant}/apps", op(a.listApps)},
+		{"POST /v1/tenants/{tenant}/apps/{app}/revoke", op(a.revokeApp)},
+		// The OAuth2 authorization server for apps (see internal/oauth).
+		{"GET /oauth2/.well-known/openid-configuration", a.oauthPublic},
+		{"GET /oauth2/keys", a.oauthPublic},
+		{"GET /oauth2/authorize", a.oauthAudited},
+		{"POST /oauth2/authorize", a.oauthAudited},
+		{"GET /oauth2/authorize/callback", a.oauthAudited},
+		{"GET /oauth2/login", a.oauthAudited},
+		{"POST /oauth2/token", a.oauthAudited},
+		{"POST /oauth2/revoke", a.oauthAudited},
+		{"POST /oauth2/introspect", a.oauthAudited},
 	}
 }
 

@@ -21,10 +21,12 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/custos-iot/custos/internal/access"
 	"github.com/custos-iot/custos/internal/api"
 	"github.com/custos-iot/custos/internal/audit"
 	"github.com/custos-iot/custos/internal/identity"
 	"github.com/custos-iot/custos/internal/ingest"
+	"github.com/custos-iot/custos/internal/oauth"
 	"github.com/custos-iot/custos/internal/pki"
 	"github.com/custos-iot/custos/internal/registry"
 	"github.com/custos-iot/custos/internal/seal"
@@ -78,6 +80,13 @@ type Config struct {
 	// UpdatesDir holds the TUF repository of agent releases and its online
 	// keys (custos release init|publish). Default <DataDir>/updates.
 	UpdatesDir string
+	// OAuthIssuer is the URL apps reach the OAuth2 authorization server at;
+	// it must end in /oauth2. Default "https://<first name>:<API port>/oauth2".
+	OAuthIssuer string
+	// OAuthUsers names the user logged in on a browser request, for apps
+	// acting for users (the web session authenticator). Without it the
+	// authorization-code flow refuses every login.
+	OAuthUsers access.Authenticator
 	// AuditOff discards audit entries instead of appending them. For the
 	// benchmark that measures what auditing adds to a read only; a hub
 	// serving people never sets it.
@@ -132,12 +141,14 @@ type Hub struct {
 	// Audit is the tamper-evident audit log; AuditKey its public key.
 	Audit    *audit.Log
 	AuditKey string
-	sealer   series.Sealer
-	purge    chan struct{}
-	kek      interface{ Close() error }
-	rot      *rotator
-	api      *api.API
-	updates  *update.Repo
+	// OAuth is the authorization server for apps.
+	OAuth   *oauth.Server
+	sealer  series.Sealer
+	purge   chan struct{}
+	kek     interface{ Close() error }
+	rot     *rotator
+	api     *api.API
+	updates *update.Repo
 
 	apiLn, devLn net.Listener
 	// InitialToken is the operator token created on the first start of an
@@ -199,6 +210,9 @@ func New(ctx context.Context, cfg Config) (_ *Hub, err error) {
 		_, port, _ := net.SplitHostPort(h.devLn.Addr().String())
 		deviceURL = "https://" + net.JoinHostPort(cfg.Names[0], port)
 	}
+	if err := h.openOAuth(); err != nil {
+		return nil, err
+	}
 	receiptSigner, receiptKey, err := h.openReceiptKey()
 	if err != nil {
 		return nil, err
@@ -217,11 +231,32 @@ func New(ctx context.Context, cfg Config) (_ *Hub, err error) {
 		Purge:   h.requestPurge,
 		Updates: h.updates,
 		KeyJobs: h.rot,
+		OAuth:   h.OAuth,
 		Audit:   h.Audit, AuditKey: h.AuditKey, Recorder: h.recorder(), AuditWitnesses: cfg.AuditWitnesses, AuthzOff: cfg.AuthzOff,
 		EnrolTokenTTL: cfg.EnrolTokenTTL, CertLifetime: cfg.CertLifetime,
 		Now: cfg.Now, Rand: cfg.Rand, Log: cfg.Log, Identity: ident,
 	})
 	return h, nil
+}
+
+// openOAuth starts the authorization server for apps, with its keys in
+// <DataDir>/oauth (0600, created on first start; replicas must share them,
+// like the CA).
+func (h *Hub) openOAuth() error {
+	keys, err := oauth.LoadOrCreateKeys(filepath.Join(h.cfg.DataDir, "oauth"))
+	if err != nil {
+		return fmt.Errorf("hub: %w", err)
+	}
+	issuer := h.cfg.OAuthIssuer
+	if issuer == "" {
+		_, port, _ := net.SplitHostPort(h.apiLn.Addr().String())
+		issuer = "https://" + net.JoinHostPort(h.cfg.Names[0], port) + api.OAuthPrefix
+	}
+	h.OAuth, err = oauth.New(oauth.Config{Store: h.Store, Issuer: issuer, Keys: keys, Users: h.cfg.OAuthUsers, Now: h.cfg.Now, Rand: h.cfg.Rand, Log: h.cfg.Log})
+	if err == nil && h.OAuth.Prefix() != api.OAuthPrefix {
+		err = fmt.Errorf("hub: the OAuth issuer %q must end in %s", issuer, api.OAuthPrefix)
+	}
+	return err
 }
 
 // openKeys opens the KEK and the key store, kept apart from the data store:
@@ -288,6 +323,11 @@ func (h *Hub) purger(ctx context.Context) {
 					break
 				}
 			}
+		}
+		if n, err := h.OAuth.Prune(ctx); err != nil && ctx.Err() == nil {
+			h.cfg.Log.Error("hub: pruning expired OAuth tokens failed", "err", err)
+		} else if n > 0 {
+			h.cfg.Log.Debug("hub: expired OAuth tokens pruned", "rows", n)
 		}
 		select {
 		case <-ctx.Done():

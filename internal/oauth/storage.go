@@ -58,6 +58,16 @@ func (st *storage) app(ctx context.Context, id string) (store.OAuthApp, []byte, 
 	return a, hash, nil
 }
 
+// clientErr makes an app lookup's refusal an invalid_client error (op
+// would answer a plain error from some grants as a server error).
+func clientErr(err error) error {
+	var oe *oidc.Error
+	if errors.As(err, &oe) {
+		return err
+	}
+	return oidc.ErrInvalidClient().WithParent(err)
+}
+
 func (st *storage) client(a store.OAuthApp) *client {
 	return &client{app: a, issuer: st.s.cfg.Issuer, idTTL: st.s.cfg.AccessTTL}
 }
@@ -71,7 +81,7 @@ func (st *storage) audience(app access.PrincipalID) []string {
 func (st *storage) GetClientByClientID(ctx context.Context, id string) (op.Client, error) {
 	a, _, err := st.app(ctx, id)
 	if err != nil {
-		return nil, err
+		return nil, clientErr(err)
 	}
 	return st.client(a), nil
 }
@@ -228,7 +238,7 @@ func (st *storage) CreateAccessToken(ctx context.Context, req op.TokenRequest) (
 		// A code exchange without offline_access: no refresh token.
 		a, _, aerr := st.app(ctx, string(r.app))
 		if aerr != nil {
-			return "", time.Time{}, aerr
+			return "", time.Time{}, clientErr(aerr)
 		}
 		at, err = st.newAccessToken(a, a.Tenant, r.user, "", r.p.Scopes)
 	default:
@@ -261,7 +271,7 @@ func (st *storage) CreateAccessAndRefreshTokens(ctx context.Context, req op.Toke
 	case *authRequest:
 		a, _, err := st.app(ctx, string(r.app))
 		if err != nil {
-			return "", "", time.Time{}, err
+			return "", "", time.Time{}, clientErr(err)
 		}
 		fid, err := registry.NewID(st.s.cfg.Rand, "otf")
 		if err != nil {
@@ -283,7 +293,7 @@ func (st *storage) CreateAccessAndRefreshTokens(ctx context.Context, req op.Toke
 	case *refreshRequest:
 		a, _, err := st.app(ctx, string(r.family.App))
 		if err != nil {
-			return "", "", time.Time{}, err
+			return "", "", time.Time{}, clientErr(err)
 		}
 		rt, tok, err := st.newRefreshToken(r.family.ID, r.scopes)
 		if err != nil {
