@@ -58,7 +58,7 @@ func (users) Authenticate(_ context.Context, r *http.Request) (access.Principal,
 }
 
 type env struct {
-	t      *testing.T
+	t      testing.TB
 	st     *store.Store
 	srv    *oauth.Server
 	url    string
@@ -68,9 +68,9 @@ type env struct {
 	other  registry.TenantID
 }
 
-func backends(t *testing.T) map[string]func(t *testing.T, now func() time.Time) *store.Store {
-	return map[string]func(t *testing.T, now func() time.Time) *store.Store{
-		"sqlite": func(t *testing.T, now func() time.Time) *store.Store {
+func backends() map[string]func(t testing.TB, now func() time.Time) *store.Store {
+	return map[string]func(t testing.TB, now func() time.Time) *store.Store{
+		"sqlite": func(t testing.TB, now func() time.Time) *store.Store {
 			s, err := store.Open(context.Background(), store.Config{Path: filepath.Join(t.TempDir(), "hub.db"), Now: now})
 			if err != nil {
 				t.Fatal(err)
@@ -78,7 +78,7 @@ func backends(t *testing.T) map[string]func(t *testing.T, now func() time.Time) 
 			t.Cleanup(func() { s.Close() })
 			return s
 		},
-		"postgres": func(t *testing.T, now func() time.Time) *store.Store {
+		"postgres": func(t testing.TB, now func() time.Time) *store.Store {
 			dsn, schema := testenv.Postgres(t)
 			s, err := store.Open(context.Background(), store.Config{DSN: dsn, Schema: schema, Now: now})
 			if err != nil {
@@ -92,7 +92,7 @@ func backends(t *testing.T) map[string]func(t *testing.T, now func() time.Time) 
 
 // newEnv starts the authorization server over TLS on 127.0.0.1 with two
 // tenants.
-func newEnv(t *testing.T, open func(t *testing.T, now func() time.Time) *store.Store) *env {
+func newEnv(t testing.TB, open func(t testing.TB, now func() time.Time) *store.Store) *env {
 	t.Helper()
 	e := &env{t: t, clock: &clock{}, tenant: "ten_a", other: "ten_b"}
 	e.st = open(t, e.clock.Now)
@@ -150,7 +150,7 @@ func (e *env) authenticate(tok string) (access.Principal, error) {
 }
 
 func TestFlows(t *testing.T) {
-	for name, open := range backends(t) {
+	for name, open := range backends() {
 		t.Run(name, func(t *testing.T) {
 			t.Run("client credentials", func(t *testing.T) { testClientCredentials(t, newEnv(t, open)) })
 			t.Run("authorization code with PKCE", func(t *testing.T) { testAuthCode(t, newEnv(t, open)) })
@@ -536,7 +536,7 @@ func flip(s string) string {
 }
 
 func TestRegisterChecks(t *testing.T) {
-	e := newEnv(t, backends(t)["sqlite"])
+	e := newEnv(t, backends()["sqlite"])
 	for _, c := range []oauth.NewApp{
 		{Name: "", Kind: oauth.KindService, Scopes: []string{"read"}},
 		{Name: "x", Kind: "robot", Scopes: []string{"read"}},
@@ -570,7 +570,7 @@ func TestRegisterChecks(t *testing.T) {
 }
 
 func TestServeRefusesOtherPaths(t *testing.T) {
-	e := newEnv(t, backends(t)["sqlite"])
+	e := newEnv(t, backends()["sqlite"])
 	resp, err := e.http.Get(e.url + "/v1/tenants")
 	if err != nil {
 		t.Fatal(err)
