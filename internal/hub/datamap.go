@@ -42,6 +42,17 @@ var noPersonalData = map[string]string{
 	"hub.db-wal":       "the SQLite write-ahead log of hub.db (same tables)",
 	"hub.db-shm":       "the SQLite shared-memory index of hub.db",
 	"consent":          "the hub's consent receipt signing key",
+	// OAuth2 apps (internal/oauth). The token tables name the user account
+	// (usr_...) an app acts for, never a data subject; they expire within
+	// minutes (access tokens, authorization requests) or 30 days (refresh
+	// tokens) and are pruned. Removing a user account must revoke its
+	// families (store.RevokeOAuthUserFamilies) — the identity side's job.
+	"oauth_apps":           "a tenant's registered apps: name, kind, redirect URIs, scopes, secret hash; no subject",
+	"oauth_auth_requests":  "pending authorizations (10 min): app, user account ID, PKCE challenge; no subject",
+	"oauth_families":       "app authorizations: app, user account ID, scopes, revocation; no subject",
+	"oauth_refresh_tokens": "hashes of refresh tokens with their family; no subject",
+	"oauth_access_tokens":  "access token IDs (10 min): app, user account ID, scopes; no subject",
+	"oauth":                "the OAuth2 server's token-signing and code-encryption keys",
 }
 
 // exportDir is where subjects' export archives are kept until downloaded:
