@@ -238,6 +238,15 @@ func (a *API) authenticate(w http.ResponseWriter, r *http.Request) (access.Princ
 		w.Header().Set("WWW-Authenticate", `Bearer realm="custos"`)
 		return access.Principal{}, a.deny(r, errs.E(op, errs.Unauthenticated, "missing bearer token; set CUSTOS_TOKEN to the operator token"))
 	}
+	if a.cfg.OAuth != nil && strings.Count(tok, ".") == 2 {
+		// An app's access token (a JWT), checked against the store on
+		// every request: revocation applies at once.
+		p, err := a.cfg.OAuth.Principal(r.Context(), tok)
+		if err != nil {
+			return p, a.deny(r, err)
+		}
+		return p, nil
+	}
 	t, err := a.cfg.Store.OperatorTokenByHash(r.Context(), sha256.Sum256([]byte(tok)))
 	if errs.Is(errs.NotFound, err) {
 		return access.Principal{}, a.deny(r, errs.E(op, errs.Unauthenticated, "unknown operator token"))

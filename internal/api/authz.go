@@ -7,6 +7,7 @@ import (
 
 	"github.com/custos-iot/custos/internal/access"
 	"github.com/custos-iot/custos/internal/errs"
+	"github.com/custos-iot/custos/internal/oauth"
 	"github.com/custos-iot/custos/internal/registry"
 	"github.com/custos-iot/custos/internal/rollup"
 )
@@ -131,6 +132,21 @@ func (a *API) authorizeRead(r *http.Request, st registry.Stream, res rollup.Reso
 	req := access.Request{
 		Tenant: t, Principal: p.ID, Roles: p.Roles, MemberOf: p.MemberOf,
 		Resource: path, Resolution: res, Purpose: access.Purpose(purpose), Now: a.cfg.Now(),
+	}
+	if p.Has(access.RoleApp) {
+		// An app's token must carry a scope for the purpose, and then the
+		// app's grants decide — or, for an app acting for a user, that
+		// user's grants and membership: the app sees no more than its user.
+		if err := oauth.CheckRead(p, t, req.Purpose); err != nil {
+			return access.Decision{}, err
+		}
+		if p.ActingFor != "" {
+			u, err := a.cfg.Store.User(r.Context(), t, p.ActingFor)
+			if err != nil || !u.Disabled.IsZero() {
+				return access.Decision{}, errs.E(op, errs.Forbidden, "the user the app acts for has no access")
+			}
+			req.Principal, req.Roles, req.MemberOf = u.ID, u.Roles, u.MemberOf
+		}
 	}
 	d, err := a.authz.decide(r.Context(), req)
 	if err != nil {

@@ -210,6 +210,14 @@ func New(ctx context.Context, cfg Config) (_ *Hub, err error) {
 		_, port, _ := net.SplitHostPort(h.devLn.Addr().String())
 		deviceURL = "https://" + net.JoinHostPort(cfg.Names[0], port)
 	}
+	ident, err := identity.New(identity.Config{Store: h.Store, Now: cfg.Now, Rand: cfg.Rand, Log: cfg.Log})
+	if err != nil {
+		return nil, err
+	}
+	if h.cfg.OAuthUsers == nil {
+		// Apps act for users logged in to the hub (their web session).
+		h.cfg.OAuthUsers = ident
+	}
 	if err := h.openOAuth(); err != nil {
 		return nil, err
 	}
@@ -221,10 +229,6 @@ func New(ctx context.Context, cfg Config) (_ *Hub, err error) {
 		cfg.UpdatesDir = filepath.Join(cfg.DataDir, "updates")
 	}
 	h.updates = update.Open(cfg.UpdatesDir, cfg.Now)
-	ident, err := identity.New(identity.Config{Store: h.Store, Now: cfg.Now, Rand: cfg.Rand, Log: cfg.Log})
-	if err != nil {
-		return nil, err
-	}
 	h.api = api.New(api.Config{
 		DataMap: DataMap(h), ExportDir: h.exportDir(), ReceiptSigner: receiptSigner, ReceiptKey: receiptKey,
 		Store: h.Store, Authority: h.Authority, Ingest: h.Ingest, Keys: h.Keys, Sealer: h.sealer, DeviceURL: deviceURL,

@@ -17,6 +17,7 @@ import (
 	"github.com/custos-iot/custos/internal/api"
 	"github.com/custos-iot/custos/internal/audit"
 	"github.com/custos-iot/custos/internal/errs"
+	"github.com/custos-iot/custos/internal/identity"
 	"github.com/custos-iot/custos/internal/hub"
 	"github.com/custos-iot/custos/internal/hubtest"
 	"github.com/custos-iot/custos/internal/oauth"
@@ -171,4 +172,122 @@ func TestOAuthAppsThroughTheHub(t *testing.T) {
 		t.Fatalf("discovery: %v %v", resp, err)
 	}
 	resp.Body.Close()
+}
+
+// TestAppsReadThroughGrants: an app's token reads data only within its
+// scopes and its grants; an app acting for a member (who logged in to the
+// hub for real, with a password) reads what that member may read — their
+// own data — and nothing of a neighbour's.
+func TestAppsReadThroughGrants(t *testing.T) {
+	h, c := hubtest.Start(t, hub.Config{Names: []string{"127.0.0.1", "localhost"}})
+	ctx := context.Background()
+	ten, err := c.CreateTenant(ctx, "App Coop")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mine, err := c.AddHousehold(ctx, ten.ID, "house-m", "Member M")
+	if err != nil {
+		t.Fatal(err)
+	}
+	theirs, err := c.AddHousehold(ctx, ten.ID, "house-n", "Member N")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pem, err := os.ReadFile(h.CAFile())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}
+	t.Cleanup(tr.CloseIdleConnections)
+	hc := &http.Client{Transport: tr, Timeout: 30 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	octx := context.WithValue(ctx, oauth2.HTTPClient, hc)
+	base := h.APIURL() + api.OAuthPrefix
+
+	// A service app with scope read:monitoring.
+	var svc struct {
+		App          store.OAuthApp `json:"app"`
+		ClientSecret string         `json:"client_secret"`
+	}
+	if err := c.Do(ctx, "POST", "/v1/tenants/"+string(ten.ID)+"/apps", oauth.NewApp{Name: "dashboard", Kind: oauth.KindService, Scopes: []string{"read:monitoring"}}, &svc); err != nil {
+		t.Fatal(err)
+	}
+	cc := clientcredentials.Config{ClientID: string(svc.App.ID), ClientSecret: svc.ClientSecret, TokenURL: base + "/token", Scopes: []string{"read:monitoring"}}
+	tok, err := cc.Token(octx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	app := c.WithToken(tok.AccessToken)
+	s := mine.Streams[0].ID
+	wantReads(t, "service app without grant", app, ten.ID, s, "")
+	if _, err := c.Grant(ctx, ten.ID, api.GrantIn{Principal: string(svc.App.ID), Resource: "site:" + string(mine.Site.ID), Finest: "1d", Purposes: []string{"monitoring", "billing"}}); err != nil {
+		t.Fatal(err)
+	}
+	wantReads(t, "service app with a daily grant", app, ten.ID, s, "1d", "1d", "1mo")
+	app.Purpose = "billing" // granted, but not in the token's scopes
+	if st, msg := readAt(t, app, ten.ID, s, "1mo"); st != 403 || !strings.Contains(msg, "no scope") {
+		t.Errorf("service app outside its scopes: %d %q, want 403 naming the scope", st, msg)
+	}
+
+	// A member logs in with a password; a user app acts for them.
+	const pw = "quiet harbour seven kites"
+	if err := c.Do(ctx, "POST", "/v1/tenants/"+string(ten.ID)+"/users", identity.NewUser{Name: "mia", Password: pw,
+		Roles: []access.Role{access.RoleMember}, MemberOf: mine.Subject.ID}, nil); err != nil {
+		t.Fatal(err)
+	}
+	body := `{"tenant":"` + string(ten.ID) + `","name":"mia","password":"` + pw + `"}`
+	resp, err := hc.Post(h.APIURL()+"/v1/login", "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	var session *http.Cookie
+	for _, ck := range resp.Cookies() {
+		if ck.Name == identity.CookieName {
+			session = ck
+		}
+	}
+	if session == nil {
+		t.Fatalf("login: HTTP %d, no session", resp.StatusCode)
+	}
+	var ua struct {
+		App store.OAuthApp `json:"app"`
+	}
+	if err := c.Do(ctx, "POST", "/v1/tenants/"+string(ten.ID)+"/apps", oauth.NewApp{Name: "household app", Kind: oauth.KindUser, Public: true,
+		RedirectURIs: []string{"https://app.example/cb"}, Scopes: []string{"read"}}, &ua); err != nil {
+		t.Fatal(err)
+	}
+	cfg := &oauth2.Config{ClientID: string(ua.App.ID), RedirectURL: "https://app.example/cb", Scopes: []string{"read"},
+		Endpoint: oauth2.Endpoint{AuthURL: base + "/authorize", TokenURL: base + "/token", AuthStyle: oauth2.AuthStyleInParams}}
+	verifier := oauth2.GenerateVerifier()
+	next, code := cfg.AuthCodeURL("st8", oauth2.S256ChallengeOption(verifier)), ""
+	for range 5 {
+		req, _ := http.NewRequest("GET", next, nil)
+		req.AddCookie(&http.Cookie{Name: session.Name, Value: session.Value})
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		loc, err := resp.Location()
+		if err != nil {
+			t.Fatalf("authorization step %s: HTTP %d", req.URL.Path, resp.StatusCode)
+		}
+		if strings.HasPrefix(loc.String(), cfg.RedirectURL) {
+			code = loc.Query().Get("code")
+			break
+		}
+		next = loc.String()
+	}
+	if code == "" {
+		t.Fatal("no code")
+	}
+	utok, err := cfg.Exchange(octx, code, oauth2.VerifierOption(verifier))
+	if err != nil {
+		t.Fatal(err)
+	}
+	forMia := c.WithToken(utok.AccessToken)
+	wantReads(t, "app acting for the member, own data", forMia, ten.ID, s, "", resolutions...)
+	wantReads(t, "app acting for the member, neighbour's data", forMia, ten.ID, theirs.Streams[0].ID, "")
 }
