@@ -3,9 +3,11 @@ package api
 import (
 	"context"
 	"net/http"
+	"slices"
 	"sync"
 
 	"github.com/custos-iot/custos/internal/access"
+	"github.com/custos-iot/custos/internal/consent"
 	"github.com/custos-iot/custos/internal/errs"
 	"github.com/custos-iot/custos/internal/oauth"
 	"github.com/custos-iot/custos/internal/registry"
@@ -152,5 +154,20 @@ func (a *API) authorizeRead(r *http.Request, st registry.Stream, res rollup.Reso
 	if err != nil {
 		return d, err
 	}
-	return d, d.Err(op)
+	if err := d.Err(op); err != nil {
+		return d, err
+	}
+	// A member reading their own data processes it for no one else: the
+	// purpose gate is for everybody else, together with the grant.
+	if req.MemberOf != "" && req.MemberOf == path.Subject && slices.Contains(req.Roles, access.RoleMember) {
+		return d, nil
+	}
+	ok, why, err := consent.Gate{Source: a.cfg.Store}.Allowed(r.Context(), t, path.Subject, consent.PurposeID(purpose), st.Category, req.Now)
+	if err != nil {
+		return access.Decision{}, errs.E(op, errs.Unavailable, err)
+	}
+	if !ok {
+		return access.Decision{Finest: d.Finest, Reason: why}, errs.E(op, errs.Forbidden, "no lawful basis to process this data for this purpose: "+why)
+	}
+	return d, nil
 }

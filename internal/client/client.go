@@ -11,6 +11,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -20,7 +21,9 @@ import (
 	"time"
 
 	"github.com/custos-iot/custos/internal/api"
+	"github.com/custos-iot/custos/internal/consent"
 	"github.com/custos-iot/custos/internal/registry"
+	"github.com/custos-iot/custos/internal/rollup"
 	"github.com/custos-iot/custos/internal/series"
 	"github.com/custos-iot/custos/internal/source/sim"
 )
@@ -396,7 +399,11 @@ func (c *Client) RevokeGrant(ctx context.Context, t registry.TenantID, id string
 
 // GrantSelf grants the client's own token raw access to all of tenant t
 // for the given purposes (DefaultPurpose if none): how an operator who runs
-// a deployment gives themselves access, on the record. It returns the grant.
+// a deployment gives themselves access, on the record. A purpose the tenant
+// has not declared yet is declared first, with lawful basis "contract",
+// every data category and raw resolution (for tests, demos and
+// benchmarks; real deployments declare their purposes with their notices).
+// It returns the grant.
 func (c *Client) GrantSelf(ctx context.Context, t registry.TenantID, purposes ...string) (api.GrantOut, error) {
 	var me struct {
 		Principal string `json:"principal"`
@@ -406,6 +413,20 @@ func (c *Client) GrantSelf(ctx context.Context, t registry.TenantID, purposes ..
 	}
 	if len(purposes) == 0 {
 		purposes = []string{DefaultPurpose}
+	}
+	for _, p := range purposes {
+		err := c.Do(ctx, "GET", "/v1/tenants/"+string(t)+"/purposes/"+url.PathEscape(p), nil, nil)
+		var ce *Error
+		if errors.As(err, &ce) && ce.Status == 404 {
+			cats := make([]registry.Category, len(registry.Categories))
+			copy(cats, registry.Categories)
+			err = c.Do(ctx, "POST", "/v1/tenants/"+string(t)+"/purposes", consent.Purpose{ID: consent.PurposeID(p), Basis: consent.BasisContract,
+				Categories: cats, Recipients: []string{"the operator"}, RetentionDays: 365, Finest: rollup.Raw,
+				Notice: "Declared by " + me.Principal + " for its own use."}, nil)
+		}
+		if err != nil {
+			return api.GrantOut{}, err
+		}
 	}
 	return c.Grant(ctx, t, api.GrantIn{Principal: me.Principal, Resource: "tenant:" + string(t), Finest: "raw", Purposes: purposes})
 }

@@ -9,8 +9,10 @@ import (
 	"github.com/custos-iot/custos/internal/access"
 	"github.com/custos-iot/custos/internal/api"
 	"github.com/custos-iot/custos/internal/client"
+	"github.com/custos-iot/custos/internal/consent"
 	"github.com/custos-iot/custos/internal/hub"
 	"github.com/custos-iot/custos/internal/registry"
+	"github.com/custos-iot/custos/internal/rollup"
 )
 
 var resolutions = []string{"raw", "15m", "1h", "1d", "1mo"}
@@ -65,6 +67,19 @@ func wantReads(t *testing.T, who string, c *client.Client, ten registry.TenantID
 	}
 }
 
+// declarePurposes declares purposes in tenant ten with lawful basis
+// contract, covering every data category at raw resolution.
+func declarePurposes(t *testing.T, c *client.Client, ten registry.TenantID, ids ...string) {
+	t.Helper()
+	for _, id := range ids {
+		p := consent.Purpose{ID: consent.PurposeID(id), Basis: consent.BasisContract, Categories: registry.Categories,
+			RetentionDays: 365, Finest: rollup.Raw, Notice: "Test purpose " + id + "."}
+		if err := c.Do(context.Background(), "POST", "/v1/tenants/"+string(ten)+"/purposes", p, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // tokenClient creates a token scoped to tenant ten with roles and returns a
 // client using it, and its principal ID.
 func tokenClient(t *testing.T, c *client.Client, ten registry.TenantID, name string, roles ...access.Role) (*client.Client, string) {
@@ -92,6 +107,7 @@ func TestReadsEnforceGrants(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := hh.Streams[0].ID
+	declarePurposes(t, c, ten.ID, "monitoring", "marketing")
 	daily, dailyID := tokenClient(t, c, ten.ID, "daily analyst", access.RoleAnalyst)
 	monthly, monthlyID := tokenClient(t, c, ten.ID, "monthly analyst", access.RoleAnalyst)
 	expired, expiredID := tokenClient(t, c, ten.ID, "expired analyst", access.RoleAnalyst)
@@ -192,5 +208,47 @@ func TestRevocationOnEveryReplica(t *testing.T) {
 		if st, _ := readAt(t, cs[1], ten.ID, s, "raw"); st != 403 {
 			t.Fatalf("round %d: replica 1 still allows a read revoked through replica 0: %d", round, st)
 		}
+	}
+}
+
+// TestWithdrawalStopsReads: a read for a consent-based purpose needs the
+// grant and the subject's consent in force; withdrawing consent refuses
+// the very next read. (Restrictions and objections: consent gate tests.)
+func TestWithdrawalStopsReads(t *testing.T) {
+	_, c := startHub(t, hub.Config{})
+	ctx := context.Background()
+	ten, err := c.CreateTenant(ctx, "Consent Coop")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hh, err := c.AddHousehold(ctx, ten.ID, "house-c", "Member C")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tp := "/v1/tenants/" + string(ten.ID)
+	if err := c.Do(ctx, "POST", tp+"/purposes", consent.Purpose{ID: "monitoring", Basis: consent.BasisConsent, Categories: registry.Categories,
+		RetentionDays: 30, Finest: rollup.Raw, Notice: "Real-time monitoring."}, nil); err != nil {
+		t.Fatal(err)
+	}
+	analyst, analystID := tokenClient(t, c, ten.ID, "analyst", access.RoleAnalyst)
+	if _, err := c.Grant(ctx, ten.ID, api.GrantIn{Principal: analystID, Resource: "tenant:" + string(ten.ID), Finest: "raw", Purposes: []string{"monitoring"}}); err != nil {
+		t.Fatal(err)
+	}
+	s := hh.Streams[0].ID
+	if st, msg := readAt(t, analyst, ten.ID, s, "raw"); st != 403 || !strings.Contains(msg, "no consent") {
+		t.Errorf("before consent: %d %q, want 403 naming the missing consent", st, msg)
+	}
+	sp := tp + "/subjects/" + string(hh.Subject.ID)
+	if err := c.Do(ctx, "POST", sp+"/consents", map[string]any{"purpose": "monitoring", "method": "web-form"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if st, msg := readAt(t, analyst, ten.ID, s, "raw"); st != 200 {
+		t.Fatalf("with consent: %d %q", st, msg)
+	}
+	if err := c.Do(ctx, "POST", sp+"/consents/monitoring/withdraw", map[string]any{"method": "app"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if st, msg := readAt(t, analyst, ten.ID, s, "raw"); st != 403 || !strings.Contains(msg, "withdrawn") {
+		t.Errorf("the next read after withdrawal: %d %q, want 403 naming the withdrawal", st, msg)
 	}
 }

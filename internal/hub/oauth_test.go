@@ -220,6 +220,7 @@ func TestAppsReadThroughGrants(t *testing.T) {
 	}
 	app := c.WithToken(tok.AccessToken)
 	s := mine.Streams[0].ID
+	declarePurposes(t, c, ten.ID, "monitoring", "billing")
 	wantReads(t, "service app without grant", app, ten.ID, s, "")
 	if _, err := c.Grant(ctx, ten.ID, api.GrantIn{Principal: string(svc.App.ID), Resource: "site:" + string(mine.Site.ID), Finest: "1d", Purposes: []string{"monitoring", "billing"}}); err != nil {
 		t.Fatal(err)

@@ -87,9 +87,10 @@ func testConsentAndRights(t *testing.T, cfg hub.Config) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.GrantSelf(ctx, ten.ID); err != nil {
+	if _, err := c.GrantSelf(ctx, ten.ID, "operations"); err != nil {
 		t.Fatal(err)
 	}
+	c.Purpose = "operations"
 	a := addMember(t, h, c, ten.ID, "house-a", registry.Profile{Name: "Member A", Email: "a@example.test"})
 	b := addMember(t, h, c, ten.ID, "house-b", registry.Profile{Name: "Member B"})
 	var rs []wire.Reading
