@@ -9,9 +9,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/custos-iot/custos/internal/datamap"
 	"github.com/custos-iot/custos/internal/enrol"
 	"github.com/custos-iot/custos/internal/errs"
 	"github.com/custos-iot/custos/internal/registry"
+	"github.com/custos-iot/custos/internal/rights"
 	"github.com/custos-iot/custos/internal/rollup"
 	"github.com/custos-iot/custos/internal/series"
 	"github.com/custos-iot/custos/internal/store"
@@ -140,6 +142,28 @@ func (a *API) eraseSubject(w http.ResponseWriter, r *http.Request) error {
 	t, sub := pathTenant(r), registry.SubjectID(r.PathValue("subject"))
 	if _, err := a.cfg.Store.Subject(r.Context(), t, sub); err != nil {
 		return err
+	}
+	if a.cfg.DataMap != nil {
+		// Every copy: each store of the data map, the key first among
+		// the sealed ones (see internal/hub/datamap.go for the order).
+		erased, err := rights.Erase(r.Context(), a.cfg.DataMap, datamap.Ref{Tenant: t, Subject: sub})
+		if err != nil {
+			return err
+		}
+		es, err := a.cfg.Store.Erasures(r.Context(), t)
+		if err != nil {
+			return err
+		}
+		for i := len(es) - 1; i >= 0; i-- {
+			if es[i].Subject == sub {
+				writeJSON(w, http.StatusOK, struct {
+					store.Erasure
+					Stores []datamap.Erased `json:"stores"`
+				}{es[i], erased})
+				return nil
+			}
+		}
+		return errs.E(errs.Integrity, "erasure evidence missing after erasure")
 	}
 	requested := a.cfg.Now().UTC()
 	ev, err := a.cfg.Keys.Destroy(r.Context(), sub)

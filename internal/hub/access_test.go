@@ -252,3 +252,54 @@ func TestWithdrawalStopsReads(t *testing.T) {
 		t.Errorf("the next read after withdrawal: %d %q, want 403 naming the withdrawal", st, msg)
 	}
 }
+
+// TestSubjectEraseReachesEveryStore: `custos subject erase` (the erase
+// route) runs the whole data map, not only the key and the registry: the
+// subject's consents and the grants on their data go too.
+func TestSubjectEraseReachesEveryStore(t *testing.T) {
+	h, c := startHub(t, hub.Config{})
+	ctx := context.Background()
+	ten, err := c.CreateTenant(ctx, "Erase Coop")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hh, err := c.AddHousehold(ctx, ten.ID, "house-e", "Member E")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tp := "/v1/tenants/" + string(ten.ID)
+	if err := c.Do(ctx, "POST", tp+"/purposes", consent.Purpose{ID: "monitoring", Basis: consent.BasisConsent, Categories: registry.Categories,
+		RetentionDays: 30, Finest: rollup.Raw, Notice: "Real-time monitoring."}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Do(ctx, "POST", tp+"/subjects/"+string(hh.Subject.ID)+"/consents", map[string]any{"purpose": "monitoring", "method": "web-form"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Grant(ctx, ten.ID, api.GrantIn{Principal: "usr_someone", Resource: "subject:" + string(hh.Subject.ID), Finest: "1d", Purposes: []string{"monitoring"}}); err != nil {
+		t.Fatal(err)
+	}
+	var out struct {
+		Subject registry.SubjectID `json:"subject"`
+		Stores  []struct {
+			Store string `json:"store"`
+		} `json:"stores"`
+	}
+	if err := c.Do(ctx, "POST", tp+"/subjects/"+string(hh.Subject.ID)+"/erase", nil, &out); err != nil {
+		t.Fatal(err)
+	}
+	if out.Subject != hh.Subject.ID || len(out.Stores) < 5 {
+		t.Errorf("erasure evidence: %+v, want every store of the data map", out)
+	}
+	if rs, err := h.Store.ConsentHistory(ctx, ten.ID, hh.Subject.ID); err != nil || len(rs) != 0 {
+		t.Errorf("consents left after erasure: %v %v", rs, err)
+	}
+	gs, err := c.Grants(ctx, ten.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range gs {
+		if g.Resource == "subject:"+string(hh.Subject.ID) {
+			t.Errorf("grant on the erased subject left: %+v", g)
+		}
+	}
+}
