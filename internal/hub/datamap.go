@@ -174,7 +174,7 @@ func DataMap(h *Hub) *datamap.Map {
 		{
 			Name:       "audit-references",
 			Categories: []string{"accesses to the subject's data (who, when, what, purpose)"},
-			Tables:     []string{"audit_leaves"},
+			Tables:     []string{"audit_leaves", "audit_queue"},
 			Paths:      []string{"audit"},
 			Export:     func(ctx context.Context, r datamap.Ref, out datamap.Sink) error { return h.exportAccesses(ctx, r, out) },
 			Erase: func(ctx context.Context, r datamap.Ref) (datamap.Erased, error) {
