@@ -69,7 +69,7 @@ func TestLayering(t *testing.T) {
 		"internal/spool", "internal/enrol", "internal/pki", "internal/source", "internal/source/sim", "internal/uplink",
 		"internal/rollup", "internal/seal", "internal/access", "internal/audit", "internal/plausibility",
 		"internal/source/p1", "internal/source/mqtt", "internal/source/opcua", "internal/footprint",
-		"internal/update", "internal/selfupdate", "internal/identity"}
+		"internal/update", "internal/selfupdate", "internal/identity", "internal/collection"}
 	roots := map[string][]string{
 		mod + "internal/hub":   {mod + "cmd/custos", mod + "internal/bench", mod + "internal/hubtest"},
 		mod + "internal/agent": {mod + "cmd/custos", mod + "cmd/custos-agent"},
