@@ -37,6 +37,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/custos-iot/custos/internal/errs"
 	"github.com/custos-iot/custos/internal/rollup"
@@ -142,4 +143,49 @@ func (d *Document) Lookup(key string) (StreamPolicy, bool) {
 		return StreamPolicy{}, false
 	}
 	return d.Streams[i], true
+}
+
+// Record is a stream's stored policy as operators see it.
+type Record struct {
+	Stream string `json:"stream"` // the stream's ID
+	Policy
+	// Previous is the policy before the last change; the hub still
+	// accepts readings timed before the change plus its grace period
+	// under it (see Rule).
+	Previous Policy `json:"previous"`
+	// Version counts the changes; 0 means the policy was never set (Default).
+	Version int64 `json:"version"`
+	// Reason says why it was last set (free text, e.g. "consent to
+	// real-time monitoring withdrawn"); it must carry no personal data.
+	Reason  string    `json:"reason,omitempty"`
+	Updated time.Time `json:"updated,omitzero"`
+	// Refused counts the readings the hub refused under this stream's
+	// policy; LastRefused is when it last did.
+	Refused     int64     `json:"refused_readings"`
+	LastRefused time.Time `json:"last_refused,omitzero"`
+}
+
+// ETag is the record's entity tag for HTTP.
+func (r Record) ETag() string { return fmt.Sprintf(`"%d"`, r.Version) }
+
+// Rule returns the rule the hub enforces for the record, given its grace
+// period after a change.
+func (r Record) Rule(grace time.Duration) Rule {
+	if r.Version == 0 {
+		return DefaultRule
+	}
+	return Rule{Current: r.Policy, Previous: r.Previous, Effective: r.Updated.Add(grace).UnixMilli()}
+}
+
+// CheckReason validates the reason given for a change.
+func CheckReason(s string) error {
+	if len(s) > 500 {
+		return errs.E(errs.Invalid, "reason must be at most 500 characters")
+	}
+	for _, r := range s {
+		if r < 0x20 || r == 0x7f {
+			return errs.E(errs.Invalid, "reason must not contain control characters")
+		}
+	}
+	return nil
 }
