@@ -454,7 +454,7 @@ when that finished.`,
 	read.Flags().StringVar(&resolution, "resolution", "raw", "raw, or aggregates at 15m, 1h, 1d or 1mo")
 	read.Flags().StringVar(&purpose, "purpose", client.DefaultPurpose, "why the data is read; you need a grant for it")
 
-	return []*cobra.Command{tenantCmd, subjectCmd, siteCmd, connCmd, devCmd, streamCmd, read, keysCommand(g), grantCommand(g, tenantFlag, &tenant), accessCommand(g, tenantFlag, &tenant)}
+	return []*cobra.Command{tenantCmd, subjectCmd, siteCmd, connCmd, devCmd, streamCmd, read, keysCommand(g), grantCommand(g, tenantFlag, &tenant), accessCommand(g, tenantFlag, &tenant), policyCommand(g)}
 }
 
 func printOffer(g *globals, w io.Writer, id registry.ConnectorID, token string, exp time.Time, v any) error {

@@ -144,6 +144,8 @@ func (a *API) routes() []route {
 		{"POST /oauth2/token", a.oauthAudited},
 		{"POST /oauth2/revoke", a.oauthAudited},
 		{"POST /oauth2/introspect", a.oauthAudited},
+		{"GET /v1/tenants/{tenant}/streams/{stream}/policy", op(a.streamPolicy)},
+		{"PUT /v1/tenants/{tenant}/streams/{stream}/policy", op(a.setStreamPolicy)},
 	}
 }
 
@@ -158,6 +160,7 @@ func (a *API) DeviceHandler() http.Handler {
 	// Signed, public files: the TLS handshake already admits only valid
 	// connectors; no audit entry per metadata fetch.
 	mux.Handle("GET /v1/updates/{file...}", a.wrap(a.updateFile))
+	mux.Handle("GET /v1/policy", a.wrap(a.device(a.connectorPolicy)))
 	return mux
 }
 

@@ -22,6 +22,7 @@ import (
 
 	"github.com/custos-iot/custos/internal/api"
 	"github.com/custos-iot/custos/internal/consent"
+	"github.com/custos-iot/custos/internal/collection"
 	"github.com/custos-iot/custos/internal/registry"
 	"github.com/custos-iot/custos/internal/rollup"
 	"github.com/custos-iot/custos/internal/series"
@@ -465,4 +466,15 @@ func (c *Client) WithToken(token string) *Client {
 	d := *c
 	d.token = token
 	return &d
+}
+// CollectionPolicy returns a stream's collection policy.
+func (c *Client) CollectionPolicy(ctx context.Context, t registry.TenantID, s registry.StreamID) (v collection.Record, err error) {
+	err = c.Do(ctx, "GET", "/v1/tenants/"+string(t)+"/streams/"+string(s)+"/policy", nil, &v)
+	return
+}
+
+// SetCollectionPolicy sets a stream's collection policy, saying why.
+func (c *Client) SetCollectionPolicy(ctx context.Context, t registry.TenantID, s registry.StreamID, p collection.Policy, reason string) (v collection.Record, err error) {
+	err = c.Do(ctx, "PUT", "/v1/tenants/"+string(t)+"/streams/"+string(s)+"/policy", api.PolicyRequest{Send: p.Send, Finest: p.Finest, Reason: reason}, &v)
+	return
 }

@@ -98,6 +98,10 @@ type Config struct {
 	// benchmark that measures what authorization adds to a read only; a
 	// hub serving people never sets it (and `custos serve` cannot).
 	AuthzOff bool
+	// PolicyGrace is how long after a change of a stream's collection
+	// policy readings timed before then are also judged by the previous
+	// policy (see internal/collection). Default 5 minutes.
+	PolicyGrace time.Duration
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
 	// Rand is the randomness for IDs, tokens and keys. Default crypto/rand.
@@ -196,7 +200,7 @@ func New(ctx context.Context, cfg Config) (_ *Hub, err error) {
 		h.sealer = series.Plain{}
 	}
 	h.purge = make(chan struct{}, 1)
-	h.Ingest = ingest.New(ingest.Config{Store: h.Store, Sealer: h.sealer, Now: cfg.Now, Log: cfg.Log})
+	h.Ingest = ingest.New(ingest.Config{Store: h.Store, Sealer: h.sealer, Now: cfg.Now, Log: cfg.Log, PolicyGrace: cfg.PolicyGrace})
 	h.Compactor = &series.Compactor{Store: h.Store, Sealer: h.sealer, Log: cfg.Log}
 
 	if h.apiLn, err = net.Listen("tcp", cfg.APIAddr); err != nil {

@@ -14,8 +14,10 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/custos-iot/custos/internal/collection"
 	"github.com/custos-iot/custos/internal/errs"
 	"github.com/custos-iot/custos/internal/registry"
 	"github.com/custos-iot/custos/internal/series"
@@ -33,6 +35,11 @@ type Store interface {
 	Connector(ctx context.Context, t registry.TenantID, c registry.ConnectorID) (registry.Connector, error)
 	// TouchConnector records when a connector was last seen (Unix ms).
 	TouchConnector(ctx context.Context, c registry.ConnectorID, seen int64) error
+	// ConnectorCollectionPolicies returns the stored collection policies
+	// of a connector's streams (streams without one are absent).
+	ConnectorCollectionPolicies(ctx context.Context, c registry.ConnectorID) (map[registry.StreamID]collection.Record, error)
+	// CountPolicyRefusals adds n refused readings to a stream's count.
+	CountPolicyRefusals(ctx context.Context, s registry.StreamID, n int64, at int64) error
 }
 
 // Config configures a Service.
@@ -49,7 +56,13 @@ type Config struct {
 	// MaxGroupReadings bounds the readings committed in one transaction.
 	// Default 200,000.
 	MaxGroupReadings int
-	// StatusTTL is how long a connector's status and stream list are cached.
+	// PolicyGrace is how long after a change of a stream's collection
+	// policy readings timed before then are still judged by the previous
+	// policy too: the agent learns of the change only at its next refresh.
+	// Default 5 minutes.
+	PolicyGrace time.Duration
+	// StatusTTL is how long a connector's status, stream list and
+	// collection policies are cached.
 	// A revocation made on another hub replica takes effect within it.
 	// Default 500 ms.
 	StatusTTL time.Duration
@@ -59,6 +72,8 @@ type Config struct {
 type Service struct {
 	cfg     Config
 	pending chan *commit
+
+	refused atomic.Uint64 // readings refused under collection policies
 
 	mu sync.Mutex
 	// conns is keyed by the whole identity, not the connector ID alone: a
@@ -72,6 +87,7 @@ type connState struct {
 	loaded  time.Time
 	status  registry.ConnectorStatus
 	streams map[string]registry.Stream
+	rules   map[string]collection.Rule // by key; absent: collection.DefaultRule
 	err     error
 	touched time.Time // when last-seen was last written
 }
@@ -95,6 +111,9 @@ func New(cfg Config) *Service {
 	if cfg.MaxGroupReadings == 0 {
 		cfg.MaxGroupReadings = 200_000
 	}
+	if cfg.PolicyGrace == 0 {
+		cfg.PolicyGrace = 5 * time.Minute
+	}
 	if cfg.StatusTTL == 0 {
 		cfg.StatusTTL = 500 * time.Millisecond
 	}
@@ -110,8 +129,22 @@ type Result struct {
 	Batches    int `json:"batches"`
 	Readings   int `json:"readings"`   // readings newly stored
 	Duplicates int `json:"duplicates"` // batches already stored before (replays)
+	// Refused lists the series whose readings were refused, wholly or in
+	// part, under their collection policy: they are not stored, and the
+	// rest of the batch is.
+	Refused []Refusal `json:"refused,omitempty"`
 	// IDs are the request's batch IDs, in order, for the audit log.
 	IDs []wire.BatchID `json:"-"`
+}
+
+// Refusal reports readings of one series refused under the stream's
+// collection policy.
+type Refusal struct {
+	Key      string             `json:"key"`
+	Readings int                `json:"readings"`
+	Reason   collection.Refusal `json:"reason"`
+	stream   registry.StreamID
+	batch    int
 }
 
 // Identity names the connector that sent a request, as its certificate says.
@@ -180,10 +213,18 @@ func (s *Service) load(ctx context.Context, id Identity, st *connState) error {
 	if err != nil {
 		return err
 	}
+	pols, err := s.cfg.Store.ConnectorCollectionPolicies(ctx, id.Connector)
+	if err != nil {
+		return err
+	}
 	st.streams = make(map[string]registry.Stream, len(list))
+	st.rules = make(map[string]collection.Rule, len(pols))
 	for _, v := range list {
 		if v.Tenant == id.Tenant {
 			st.streams[v.Key] = v
+			if p, ok := pols[v.ID]; ok {
+				st.rules[v.Key] = p.Rule(s.cfg.PolicyGrace)
+			}
 		}
 	}
 	return nil
@@ -210,6 +251,8 @@ type Pending struct {
 	id  Identity
 	c   *commit
 	IDs []wire.BatchID
+	// refused are the series readings refused under their policy.
+	refused []Refusal
 }
 
 // Prepare decodes, authorises and seals a request without storing it: a
@@ -237,25 +280,40 @@ func (s *Service) Prepare(ctx context.Context, id Identity, body []byte) (*Pendi
 		b := &batches[i]
 		p.IDs[i] = b.ID
 		out := &c.batches[i]
-		out.Connector, out.ID, out.Readings = id.Connector, b.ID, b.Len()
-		c.readings += out.Readings
+		out.Connector, out.ID = id.Connector, b.ID
 		for j := range b.Series {
 			sr := &b.Series[j]
 			v, ok := st.streams[sr.Key]
 			if !ok {
 				return nil, errs.E(op, errs.Forbidden, fmt.Sprintf("batch %s: stream %q is not a stream of this connector's devices", b.ID, sr.Key))
 			}
+			// Readings the stream's collection policy does not allow
+			// are not stored at all, not even in quarantine: the hub has
+			// no basis to keep them. The rest of the batch is stored.
+			block, minT, maxT, n := sr.Block, sr.MinTime, sr.MaxTime, len(sr.Readings)
+			if rule, ok := st.rules[sr.Key]; ok {
+				keep, refused, why := rule.Filter(sr.Readings)
+				if refused > 0 {
+					p.refused = append(p.refused, Refusal{Key: sr.Key, Readings: refused, Reason: why, stream: v.ID, batch: i})
+					if len(keep) == 0 {
+						continue
+					}
+					block, minT, maxT, n = wire.AppendBlock(nil, keep), keep[0].Time, keep[len(keep)-1].Time, len(keep)
+				}
+			}
+			out.Readings += n
 			// Sealed under the subject's key before anything is stored;
 			// the compactor later re-cuts it by time bucket.
-			sealed, err := s.cfg.Sealer.Seal(ctx, v.Subject, sr.Block, series.LandingAD(v.Tenant, v.ID))
+			sealed, err := s.cfg.Sealer.Seal(ctx, v.Subject, block, series.LandingAD(v.Tenant, v.ID))
 			if err != nil {
 				if errs.Is(errs.NotFound, err) {
 					return nil, errs.E(op, errs.Forbidden, fmt.Sprintf("stream %q belongs to an erased data subject", sr.Key))
 				}
 				return nil, errs.E(op, err)
 			}
-			out.Chunks = append(out.Chunks, series.Chunk{Tenant: v.Tenant, Subject: v.Subject, Stream: v.ID, MinTime: sr.MinTime, MaxTime: sr.MaxTime, Count: len(sr.Readings), Data: sealed})
+			out.Chunks = append(out.Chunks, series.Chunk{Tenant: v.Tenant, Subject: v.Subject, Stream: v.ID, MinTime: minT, MaxTime: maxT, Count: n, Data: sealed})
 		}
+		c.readings += out.Readings
 	}
 	p.c = c
 	return p, nil
@@ -290,8 +348,30 @@ func (p *Pending) Commit(ctx context.Context) (Result, error) {
 			res.Readings += c.batches[i].Readings
 		}
 	}
+	s.countRefused(p, c.dup)
+	res.Refused = p.refused
 	return res, nil
 }
+
+// countRefused records readings refused under collection policies (of
+// batches stored now, not of replays), in the log and on the stream.
+func (s *Service) countRefused(p *Pending, dup []bool) {
+	for _, r := range p.refused {
+		if dup[r.batch] {
+			continue
+		}
+		s.refused.Add(uint64(r.Readings))
+		s.cfg.Log.Warn("ingest: readings refused under the stream's collection policy",
+			"connector", p.id.Connector, "stream", r.stream, "readings", r.Readings, "reason", string(r.Reason))
+		if err := s.cfg.Store.CountPolicyRefusals(context.Background(), r.stream, int64(r.Readings), s.cfg.Now().UnixMilli()); err != nil {
+			s.cfg.Log.Error("ingest: count refused readings", "stream", r.stream, "err", err)
+		}
+	}
+}
+
+// Refused returns how many readings this hub refused under collection
+// policies since it started.
+func (s *Service) Refused() uint64 { return s.refused.Load() }
 
 // touchEvery bounds how often a connector's last-seen time is written.
 const touchEvery = 30 * time.Second
