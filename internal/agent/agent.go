@@ -18,8 +18,10 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/custos-iot/custos/internal/collection"
 	"github.com/custos-iot/custos/internal/selfupdate"
 	"github.com/custos-iot/custos/internal/source"
 	"github.com/custos-iot/custos/internal/source/mqtt"
@@ -72,6 +74,15 @@ type Config struct {
 	// health report the hub accepts, the agent writes this marker file
 	// and stops. Set by cmd/custos-agent from selfupdate.EnvTrial.
 	Trial string `json:"-"`
+	// PolicyEvery is how often the agent asks the hub for its collection
+	// policy (which streams to send, at which finest resolution). Default 60 s.
+	PolicyEvery sim.Duration `json:"policy_every,omitempty"`
+	// BucketIdle is how long a stream with an open bucket (under a coarse
+	// policy) must be quiet, after the bucket's end, before the bucket is
+	// sent without waiting for a reading of the next one. Default 1 min.
+	BucketIdle sim.Duration `json:"bucket_idle,omitempty"`
+	// Now is the clock. Default time.Now.
+	Now func() time.Time `json:"-"`
 	// Log is the operational log. Default slog.Default().
 	Log *slog.Logger `json:"-"`
 }
@@ -129,6 +140,16 @@ type Agent struct {
 	count   int
 	first   time.Time
 	sealed  uint64
+
+	// Collection policy (see policy.go), under mu.
+	doc      *collection.Document // nil until the first fetch
+	agg      *collection.Aggregator
+	aggOpen  map[string]bool // keys the aggregator holds state for
+	aggDirty bool            // state changed since it was saved
+	aggSaved time.Time
+	pend     collection.Emit // a.pendLocked, allocated once
+	// policyChecked is when the hub last confirmed the policy (Unix ms).
+	policyChecked atomic.Int64
 }
 
 // New enrols the agent if it is not enrolled yet, opens its spool and
@@ -149,7 +170,17 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	if cfg.EnrolToken == "" {
 		cfg.EnrolToken = os.Getenv("CUSTOS_ENROL_TOKEN")
 	}
-	a := &Agent{cfg: cfg, pending: map[string][]wire.Reading{}}
+	if cfg.PolicyEvery <= 0 {
+		cfg.PolicyEvery = sim.Duration(time.Minute)
+	}
+	if cfg.BucketIdle <= 0 {
+		cfg.BucketIdle = sim.Duration(time.Minute)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	a := &Agent{cfg: cfg, pending: map[string][]wire.Reading{}, aggOpen: map[string]bool{}}
+	a.pend = a.pendLocked
 	var err error
 	if uplink.Enrolled(cfg.StateDir) {
 		a.creds, err = uplink.Load(cfg.StateDir)
@@ -226,6 +257,7 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
+	a.loadCollection()
 	tr := &http.Transport{
 		TLSClientConfig:     a.creds.TLSConfig(cfg.ServerName),
 		MaxIdleConnsPerHost: 2,
@@ -264,6 +296,23 @@ func (a *Agent) resume() map[string]int64 {
 	return out
 }
 
+// reconcile tells the aggregator what the newest spooled batch holds (a
+// crash may have come between the spool write and the state save) and
+// adds, to resume, where aggregated streams continue.
+func (a *Agent) reconcile(resume map[string]int64) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for k, t := range resume {
+		a.agg.Spooled(k, t)
+	}
+	for k, t := range a.agg.Through() {
+		a.aggOpen[k] = true
+		if t > resume[k] {
+			resume[k] = t
+		}
+	}
+}
+
 // Run runs the sources, the batcher and the uplink until ctx is done. On
 // return every reading a source emitted is in the spool.
 //
@@ -274,6 +323,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	ctx, a.stop = context.WithCancel(ctx)
 	defer a.stop()
 	resume := a.resume()
+	a.reconcile(resume)
 	var wg sync.WaitGroup
 	errc := make(chan error, len(a.sources)+4)
 	srcCtx, stopSources := context.WithCancel(ctx)
@@ -290,8 +340,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	upCtx, stopUplink := context.WithCancel(ctx)
 	defer stopUplink()
 	var up sync.WaitGroup
-	up.Add(5)
+	up.Add(6)
 	go func() { defer up.Done(); a.updateLoop(upCtx) }()
+	go func() { defer up.Done(); a.policyLoop(upCtx) }()
 	go func() { defer up.Done(); a.healthLoop(upCtx) }()
 	go func() { defer up.Done(); errc <- a.sender.Run(upCtx) }()
 	go func() { defer up.Done(); a.renewLoop(upCtx) }()
@@ -321,16 +372,7 @@ func (a *Agent) Run(ctx context.Context) error {
 func (a *Agent) emit(rs []source.Reading) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.count == 0 {
-		a.first = time.Now()
-	}
-	for _, r := range rs {
-		if _, ok := a.pending[r.Key]; !ok {
-			a.order = append(a.order, r.Key)
-		}
-		a.pending[r.Key] = append(a.pending[r.Key], r.Reading)
-	}
-	a.count += len(rs)
+	a.applyLocked(rs)
 	if a.count >= a.cfg.Batch.MaxReadings {
 		return a.sealLocked()
 	}
@@ -347,7 +389,10 @@ func (a *Agent) flushLoop(ctx context.Context) {
 		case <-t.C:
 		}
 		a.mu.Lock()
-		if a.count > 0 && time.Since(a.first) >= time.Duration(a.cfg.Batch.MaxDelay) {
+		if err := a.tickCollectionLocked(); err != nil {
+			a.cfg.Log.Error("agent: collection state", "err", err)
+		}
+		if a.count > 0 && a.cfg.Now().Sub(a.first) >= time.Duration(a.cfg.Batch.MaxDelay) {
 			if err := a.sealLocked(); err != nil {
 				a.cfg.Log.Error("agent: spool append failed", "err", err)
 			}
@@ -359,10 +404,8 @@ func (a *Agent) flushLoop(ctx context.Context) {
 func (a *Agent) flush() error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.count == 0 {
-		return nil
-	}
-	return a.sealLocked()
+	// Open buckets stay open: they are saved and continue after a restart.
+	return a.persistLocked()
 }
 
 func (a *Agent) sealLocked() error {
@@ -385,7 +428,7 @@ func (a *Agent) sealLocked() error {
 	clear(a.pending)
 	a.order = a.order[:0]
 	a.count = 0
-	return nil
+	return a.saveCollectionLocked()
 }
 
 func (a *Agent) renewLoop(ctx context.Context) {
@@ -414,18 +457,30 @@ func (a *Agent) renewLoop(ctx context.Context) {
 
 // Stats is a snapshot of the agent's counters.
 type Stats struct {
-	Sealed     uint64       `json:"sealed_batches"`
-	Spool      spool.Stats  `json:"spool"`
-	Uplink     uplink.Stats `json:"uplink"`
-	CertExpiry time.Time    `json:"cert_expiry"`
+	Sealed uint64 `json:"sealed_batches"`
+	// Policy is the version of the collection policy applied ("" before
+	// the first fetch); Collection counts what it did with readings.
+	Policy        string           `json:"policy"`
+	PolicyChecked time.Time        `json:"policy_checked,omitzero"`
+	Collection    collection.Stats `json:"collection"`
+	Spool         spool.Stats      `json:"spool"`
+	Uplink        uplink.Stats     `json:"uplink"`
+	CertExpiry    time.Time        `json:"cert_expiry"`
 }
 
 // Stats returns the agent's counters.
 func (a *Agent) Stats() Stats {
 	a.mu.Lock()
-	sealed := a.sealed
+	st := Stats{Sealed: a.sealed, Collection: a.agg.Stats()}
+	if a.doc != nil {
+		st.Policy = a.doc.Version
+	}
+	if ms := a.policyChecked.Load(); ms != 0 {
+		st.PolicyChecked = time.UnixMilli(ms).UTC()
+	}
 	a.mu.Unlock()
-	return Stats{Sealed: sealed, Spool: a.spool.Stats(), Uplink: a.sender.Stats(), CertExpiry: a.creds.Expiry()}
+	st.Spool, st.Uplink, st.CertExpiry = a.spool.Stats(), a.sender.Stats(), a.creds.Expiry()
+	return st
 }
 
 // Close closes the spool.

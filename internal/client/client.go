@@ -21,8 +21,8 @@ import (
 	"time"
 
 	"github.com/custos-iot/custos/internal/api"
-	"github.com/custos-iot/custos/internal/consent"
 	"github.com/custos-iot/custos/internal/collection"
+	"github.com/custos-iot/custos/internal/consent"
 	"github.com/custos-iot/custos/internal/registry"
 	"github.com/custos-iot/custos/internal/rollup"
 	"github.com/custos-iot/custos/internal/series"
@@ -467,6 +467,7 @@ func (c *Client) WithToken(token string) *Client {
 	d.token = token
 	return &d
 }
+
 // CollectionPolicy returns a stream's collection policy.
 func (c *Client) CollectionPolicy(ctx context.Context, t registry.TenantID, s registry.StreamID) (v collection.Record, err error) {
 	err = c.Do(ctx, "GET", "/v1/tenants/"+string(t)+"/streams/"+string(s)+"/policy", nil, &v)
