@@ -322,6 +322,9 @@ func (a *Agent) reconcile(resume map[string]int64) {
 func (a *Agent) Run(ctx context.Context) error {
 	ctx, a.stop = context.WithCancel(ctx)
 	defer a.stop()
+	if !a.firstPolicy(ctx) {
+		return nil
+	}
 	resume := a.resume()
 	a.reconcile(resume)
 	var wg sync.WaitGroup

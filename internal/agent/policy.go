@@ -14,6 +14,7 @@ import (
 	"github.com/custos-iot/custos/internal/collection"
 	"github.com/custos-iot/custos/internal/enrol"
 	"github.com/custos-iot/custos/internal/source"
+	"github.com/custos-iot/custos/internal/uplink"
 	"github.com/custos-iot/custos/internal/wire"
 )
 
@@ -79,9 +80,9 @@ func (a *Agent) saveCollectionLocked() error {
 }
 
 // applyLocked applies the collection policy to readings from a source,
-// adding what may leave to the pending batch. Until the first policy is
-// fetched, every stream is sent raw (the hub's default policy; the hub
-// refuses what its policy does not allow).
+// adding what may leave to the pending batch. Sources start only once a
+// policy is known (see firstPolicy); against a hub that serves none, every
+// stream is sent raw.
 func (a *Agent) applyLocked(rs []source.Reading) {
 	if a.doc == nil {
 		for _, r := range rs {
@@ -114,10 +115,37 @@ func (a *Agent) pendLocked(key string, r wire.Reading) {
 	a.count++
 }
 
+var errNoPolicies = errors.New("the hub serves no collection policies (older hub): streams are sent raw")
+
+// firstPolicy waits, on an agent that never had a policy, until the hub
+// answers with one: until then the agent does not know what it may
+// collect, and collects nothing (fail closed). It returns false if ctx
+// ends first.
+func (a *Agent) firstPolicy(ctx context.Context) bool {
+	a.mu.Lock()
+	known := a.doc != nil
+	a.mu.Unlock()
+	for attempt := 1; !known; attempt++ {
+		err := a.fetchPolicy(ctx)
+		if err == nil || errors.Is(err, errNoPolicies) {
+			return true
+		}
+		a.cfg.Log.Warn("agent: no collection policy yet; sources wait for it", "err", err)
+		t := time.NewTimer(uplink.Backoff(attempt, 250*time.Millisecond, 30*time.Second, nil))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return false
+		case <-t.C:
+		}
+	}
+	return true
+}
+
 // policyLoop fetches the collection policy every PolicyEvery.
 func (a *Agent) policyLoop(ctx context.Context) {
 	for {
-		if err := a.fetchPolicy(ctx); err != nil && ctx.Err() == nil {
+		if err := a.fetchPolicy(ctx); err != nil && ctx.Err() == nil && !errors.Is(err, errNoPolicies) {
 			a.cfg.Log.Warn("agent: collection policy fetch failed; keeping the current one", "err", err)
 		}
 		t := time.NewTimer(time.Duration(a.cfg.PolicyEvery))
@@ -149,6 +177,11 @@ func (a *Agent) fetchPolicy(ctx context.Context) error {
 	}
 	defer resp.Body.Close()
 	switch resp.StatusCode {
+	case http.StatusNotFound:
+		// A hub older than collection policies: it stores everything
+		// raw, so the agent sends raw.
+		a.policyChecked.Store(a.cfg.Now().UnixMilli())
+		return errNoPolicies
 	case http.StatusNotModified:
 		a.policyChecked.Store(a.cfg.Now().UnixMilli())
 		return nil
