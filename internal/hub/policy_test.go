@@ -42,6 +42,9 @@ func TestEdgePolicy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if _, err := c.GrantSelf(ctx, ten.ID); err != nil {
+		t.Fatal(err)
+	}
 	hh, err := c.AddHousehold(ctx, ten.ID, "house-1", "Member")
 	if err != nil {
 		t.Fatal(err)
@@ -278,6 +281,9 @@ func TestEdgePolicyRestart(t *testing.T) {
 	ctx := context.Background()
 	ten, err := c.CreateTenant(ctx, "Restart Coop")
 	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.GrantSelf(ctx, ten.ID); err != nil {
 		t.Fatal(err)
 	}
 	hh, err := c.AddHousehold(ctx, ten.ID, "house-1", "Member")
