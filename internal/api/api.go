@@ -58,6 +58,10 @@ type Config struct {
 	// Recorder, if set, takes the entries instead of Audit. Benchmarks set
 	// it to measure what auditing costs; a hub serving people never does.
 	Recorder Recorder
+	// Integrator moves the audit entries written with ingested batches
+	// into the log. Without it batches get no audit entry (benchmarks of
+	// ingest without auditing only; a hub serving people always sets it).
+	Integrator Integrator
 	// AuthzOff allows reads without a decision. Benchmarks set it to
 	// measure what authorization costs; a hub serving people never does.
 	AuthzOff bool
@@ -106,6 +110,12 @@ type Config struct {
 type Recorder interface {
 	Append(ctx context.Context, e audit.Entry) (uint64, error)
 	AppendBatch(ctx context.Context, es []audit.Entry) (uint64, error)
+}
+
+// Integrator is what the API needs of the audit integrator.
+type Integrator interface {
+	Wake()
+	Flush(ctx context.Context) error
 }
 
 // API serves HTTP requests. It is safe for concurrent use.

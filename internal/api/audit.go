@@ -148,6 +148,9 @@ func (a *API) auditConsistency(w http.ResponseWriter, r *http.Request) error {
 // bundle that `custos audit verify` checks offline. to defaults to the
 // whole log.
 func (a *API) auditExport(w http.ResponseWriter, r *http.Request) error {
+	if err := a.flushAudit(r.Context()); err != nil {
+		return err
+	}
 	cp, err := a.cfg.Audit.Sign(r.Context())
 	if err != nil {
 		return errs.E(errs.Unavailable, err)
@@ -224,6 +227,9 @@ type Accesses struct {
 }
 
 func (a *API) subjectAccesses(w http.ResponseWriter, r *http.Request) error {
+	if err := a.flushAudit(r.Context()); err != nil {
+		return err
+	}
 	t, sub := registry.TenantID(r.PathValue("tenant")), audit.SubjectID(r.PathValue("subject"))
 	if _, err := a.cfg.Store.Subject(r.Context(), t, registry.SubjectID(sub)); err != nil {
 		return err
@@ -408,4 +414,16 @@ func (h *heldResponse) Write(p []byte) (int, error) {
 		h.code = http.StatusOK
 	}
 	return h.body.Write(p)
+}
+
+// flushAudit integrates the queued audit entries (ingested batches'), so
+// that an export or a subject's question sees every acknowledged action.
+func (a *API) flushAudit(ctx context.Context) error {
+	if a.cfg.Integrator == nil {
+		return nil
+	}
+	if err := a.cfg.Integrator.Flush(ctx); err != nil {
+		return errs.E(errs.Unavailable, err)
+	}
+	return nil
 }

@@ -11,13 +11,16 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
+	"github.com/custos-iot/custos/internal/collection"
 	"github.com/custos-iot/custos/internal/consent"
 	"github.com/custos-iot/custos/internal/datamap"
 	"github.com/custos-iot/custos/internal/errs"
 	"github.com/custos-iot/custos/internal/registry"
 	"github.com/custos-iot/custos/internal/rights"
+	"github.com/custos-iot/custos/internal/rollup"
 )
 
 // addPurpose adds a purpose or a new version of it (a changed notice,
@@ -139,6 +142,9 @@ func (a *API) consentEvent(ev consent.Event) handlerFunc {
 			return err
 		}
 		if err := a.cfg.Store.AppendConsent(r.Context(), rec); err != nil {
+			return err
+		}
+		if err := a.applyCollection(r.Context(), t, s); err != nil {
 			return err
 		}
 		writeJSON(w, http.StatusCreated, ConsentAnswer{Record: rec, Receipt: string(receipt)})
@@ -291,6 +297,9 @@ func (a *API) createRightsRequest(w http.ResponseWriter, r *http.Request) error 
 		if err := a.cfg.Store.SetRestriction(r.Context(), consent.Restriction{Tenant: t, Subject: s, Purpose: req.Purpose, Kind: kind, Since: now}); err != nil {
 			return err
 		}
+		if err := a.applyCollection(r.Context(), t, s); err != nil {
+			return err
+		}
 		req.Status = rights.Done
 		req.Evidence, _ = json.Marshal(map[string]string{"effect": "processing for purpose " + string(req.Purpose) + " stopped; data kept"})
 	}
@@ -308,6 +317,9 @@ func (a *API) liftRestriction(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if err := a.cfg.Store.LiftRestriction(r.Context(), t, s, consent.PurposeID(r.PathValue("purpose"))); err != nil {
+		return err
+	}
+	if err := a.applyCollection(r.Context(), t, s); err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "lifted"})
@@ -467,5 +479,57 @@ func (a *API) dataMap(w http.ResponseWriter, r *http.Request) error {
 		return errs.E(errs.Unavailable, "this hub has no data map")
 	}
 	writeJSON(w, http.StatusOK, a.cfg.DataMap.Describe())
+	return nil
+}
+
+// applyCollection sets the collection policy of each of subject s's streams
+// to what the tenant's purposes in force allow (consent.Gate.Collections):
+// a stream no purpose allows is not sent at all, the others no finer than
+// the finest purpose in force needs. Agents pick the change up within one
+// policy refresh; the hub refuses finer readings after the grace period.
+// It runs after every consent, restriction and objection change. A failure
+// fails the request: the change is stored, and repeating the request (or
+// the next change) applies the policies again.
+func (a *API) applyCollection(ctx context.Context, t registry.TenantID, s registry.SubjectID) error {
+	all, err := a.cfg.Store.Streams(ctx, t)
+	if err != nil {
+		return errs.E(errs.Unavailable, err)
+	}
+	var refs []consent.StreamRef
+	for _, st := range all {
+		if st.Subject == s {
+			refs = append(refs, consent.StreamRef{Stream: st.ID, Subject: s, Category: st.Category})
+		}
+	}
+	if len(refs) == 0 {
+		return nil
+	}
+	ps, err := a.cfg.Store.Purposes(ctx, t)
+	if err != nil {
+		return errs.E(errs.Unavailable, err)
+	}
+	ids := make([]consent.PurposeID, len(ps))
+	for i, p := range ps {
+		ids[i] = p.ID
+	}
+	cols, err := consent.Gate{Source: a.cfg.Store}.Collections(ctx, t, ids, refs, a.cfg.Now())
+	if err != nil {
+		return errs.E(errs.Unavailable, err)
+	}
+	for _, c := range cols {
+		pol := collection.Policy{Send: c.Collect, Finest: rollup.Raw}
+		reason := "no purpose in force allows collecting it"
+		if c.Collect {
+			pol.Finest = c.Finest
+			names := make([]string, len(c.Purposes))
+			for i, p := range c.Purposes {
+				names[i] = string(p)
+			}
+			reason = "purposes in force: " + strings.Join(names, ", ")
+		}
+		if _, err := a.cfg.Store.SetCollectionPolicy(ctx, t, c.Stream, pol, "consent change; "+reason); err != nil {
+			return errs.E(errs.Unavailable, err)
+		}
+	}
 	return nil
 }

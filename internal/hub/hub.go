@@ -153,6 +153,10 @@ type Hub struct {
 	rot     *rotator
 	api     *api.API
 	updates *update.Repo
+	// auditQueue and integrator: batches' audit entries are written with
+	// the batch and integrated into the log after (queue-then-integrate).
+	auditQueue *store.AuditQueue
+	integrator *audit.Integrator
 
 	apiLn, devLn net.Listener
 	// InitialToken is the operator token created on the first start of an
@@ -233,8 +237,17 @@ func New(ctx context.Context, cfg Config) (_ *Hub, err error) {
 		cfg.UpdatesDir = filepath.Join(cfg.DataDir, "updates")
 	}
 	h.updates = update.Open(cfg.UpdatesDir, cfg.Now)
+	if !cfg.AuditOff {
+		h.auditQueue = h.Store.AuditQueue()
+		h.integrator = audit.NewIntegrator(h.Audit, h.auditQueue)
+	}
+	var integrator api.Integrator
+	if h.integrator != nil {
+		integrator = h.integrator
+	}
 	h.api = api.New(api.Config{
-		DataMap: DataMap(h), ExportDir: h.exportDir(), ReceiptSigner: receiptSigner, ReceiptKey: receiptKey,
+		Integrator: integrator,
+		DataMap:    DataMap(h), ExportDir: h.exportDir(), ReceiptSigner: receiptSigner, ReceiptKey: receiptKey,
 		Store: h.Store, Authority: h.Authority, Ingest: h.Ingest, Keys: h.Keys, Sealer: h.sealer, DeviceURL: deviceURL,
 		Purge:   h.requestPurge,
 		Updates: h.updates,
@@ -412,6 +425,15 @@ func (h *Hub) DevicePort() int {
 	return n
 }
 
+// FlushAudit integrates every audit entry queued so far (those written with
+// ingested batches) into the log.
+func (h *Hub) FlushAudit(ctx context.Context) error {
+	if h.integrator == nil {
+		return nil
+	}
+	return h.integrator.Flush(ctx)
+}
+
 // CAFile is the path of the hub CA certificate (PEM), for clients.
 func (h *Hub) CAFile() string { return filepath.Join(h.cfg.DataDir, "ca", "ca.pem") }
 
@@ -431,6 +453,14 @@ func (h *Hub) Run(ctx context.Context) error {
 		close(compactDone)
 	}()
 
+	integrateDone := make(chan struct{})
+	go func() {
+		defer close(integrateDone)
+		if h.integrator == nil {
+			return
+		}
+		h.integrator.Run(compactCtx, func(err error) { h.cfg.Log.Error("audit: integrating queued entries", "err", err) })
+	}()
 	go h.refreshServerCert(compactCtx)
 	go h.refreshUpdates(compactCtx)
 	h.rot.start(compactCtx) // key rotation jobs, resuming unfinished ones
@@ -462,6 +492,13 @@ func (h *Hub) Run(ctx context.Context) error {
 	stopCompactor()
 	<-compactDone
 	<-purgeDone
+	<-integrateDone
+	if h.integrator != nil {
+		// What the last requests queued goes into the log before it closes.
+		if ierr := h.integrator.Flush(context.Background()); ierr != nil {
+			h.cfg.Log.Error("audit: integrating queued entries at shutdown", "err", ierr)
+		}
+	}
 	h.rot.wait()
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
@@ -518,6 +555,9 @@ func (h *Hub) Close() error {
 	}
 	if h.Keys != nil {
 		h.Keys.Close()
+	}
+	if h.auditQueue != nil {
+		h.auditQueue.Close()
 	}
 	if h.Audit != nil {
 		h.Audit.Close()

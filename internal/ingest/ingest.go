@@ -255,6 +255,17 @@ type Pending struct {
 	refused []Refusal
 }
 
+// Record attaches encoded audit entries to the request's batches, one per
+// batch in order (see series.Batch.Audit): each is stored with its batch
+// in one transaction. A replayed batch (stored before) gets no new entry.
+func (p *Pending) Record(leaves [][]byte) {
+	for i := range p.c.batches {
+		if i < len(leaves) {
+			p.c.batches[i].Audit = leaves[i]
+		}
+	}
+}
+
 // Prepare decodes, authorises and seals a request without storing it: a
 // caller can record the request (e.g. in the audit log) while it commits.
 func (s *Service) Prepare(ctx context.Context, id Identity, body []byte) (*Pending, error) {

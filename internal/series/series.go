@@ -46,6 +46,11 @@ type Batch struct {
 	ID        wire.BatchID
 	Readings  int
 	Chunks    []Chunk
+	// Audit, if set, is the batch's audit entry, encoded without its time
+	// (audit.Entry.MarshalBinary). It is written to the audit queue in the
+	// batch's own transaction, so the batch and its entry are durable
+	// together, with one fsync.
+	Audit []byte
 }
 
 // ChunkSource yields the chunks of a stream that may hold readings in

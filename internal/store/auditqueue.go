@@ -33,19 +33,14 @@ func (s *Store) AuditQueue() *AuditQueue { return &AuditQueue{s: s} }
 // auditQueueLock is the advisory lock key of the integrating replica.
 const auditQueueLock = 7420333
 
-// enqueueAudit writes entries into the queue within tx.
-func (s *Store) enqueueAudit(ctx context.Context, tx *sql.Tx, entries []audit.Entry) error {
-	for i := 0; i < len(entries); i += rowsPerInsert {
-		part := entries[i:min(i+rowsPerInsert, len(entries))]
+// enqueueAudit writes encoded entries (time 0) into the queue within tx.
+func (s *Store) enqueueAudit(ctx context.Context, tx *sql.Tx, leaves [][]byte) error {
+	for i := 0; i < len(leaves); i += rowsPerInsert {
+		part := leaves[i:min(i+rowsPerInsert, len(leaves))]
 		var b strings.Builder
 		b.WriteString(`INSERT INTO audit_queue (entry) VALUES `)
 		args := make([]any, 0, len(part))
-		for j, e := range part {
-			e.When = 0
-			leaf, err := e.MarshalBinary()
-			if err != nil {
-				return errs.E(errs.Invalid, err)
-			}
+		for j, leaf := range part {
 			if j > 0 {
 				b.WriteString(", ")
 			}

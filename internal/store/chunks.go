@@ -55,6 +55,15 @@ func (s *Store) WriteBatches(ctx context.Context, received int64, bs []series.Ba
 	if err := s.insertChunks(ctx, tx, "landing", rows); err != nil {
 		return nil, err
 	}
+	var entries [][]byte
+	for i := range bs {
+		if !dup[i] && bs[i].Audit != nil {
+			entries = append(entries, bs[i].Audit)
+		}
+	}
+	if err := s.enqueueAudit(ctx, tx, entries); err != nil {
+		return nil, err
+	}
 	return dup, tx.Commit()
 }
 
