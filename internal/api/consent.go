@@ -81,6 +81,8 @@ func (a *API) subjectOfPath(r *http.Request) (registry.TenantID, registry.Subjec
 type ConsentAnswer struct {
 	Record  consent.Record `json:"record"`
 	Receipt string         `json:"receipt"`
+	// Erased lists what a withdrawal with erase removed, per stream.
+	Erased []StreamErased `json:"erased,omitempty"`
 }
 
 // consentEvent records giving (POST .../consents) or withdrawing (POST
@@ -96,6 +98,9 @@ func (a *API) consentEvent(ev consent.Event) handlerFunc {
 			Purpose consent.PurposeID `json:"purpose"`
 			Method  consent.Method    `json:"method"`
 			Expires time.Time         `json:"expires,omitzero"`
+			// Erase, on a withdrawal, erases the data collected under the
+			// purpose that no purpose still in force needs.
+			Erase bool `json:"erase,omitempty"`
 		}
 		if err := decodeJSON(w, r, &in); err != nil {
 			return err
@@ -108,6 +113,8 @@ func (a *API) consentEvent(ev consent.Event) handlerFunc {
 			if !in.Expires.IsZero() {
 				return errs.E(errs.Invalid, "a withdrawal has no expiry")
 			}
+		} else if in.Erase {
+			return errs.E(errs.Invalid, "erase goes with a withdrawal")
 		}
 		if err := consent.CheckMethod(in.Method); err != nil {
 			return err
@@ -144,10 +151,17 @@ func (a *API) consentEvent(ev consent.Event) handlerFunc {
 		if err := a.cfg.Store.AppendConsent(r.Context(), rec); err != nil {
 			return err
 		}
-		if err := a.applyCollection(r.Context(), t, s); err != nil {
+		cols, err := a.applyCollection(r.Context(), t, s)
+		if err != nil {
 			return err
 		}
-		writeJSON(w, http.StatusCreated, ConsentAnswer{Record: rec, Receipt: string(receipt)})
+		ans := ConsentAnswer{Record: rec, Receipt: string(receipt)}
+		if in.Erase {
+			if ans.Erased, err = a.eraseUnneeded(r.Context(), t, cols); err != nil {
+				return err
+			}
+		}
+		writeJSON(w, http.StatusCreated, ans)
 		return nil
 	}
 }
@@ -297,7 +311,7 @@ func (a *API) createRightsRequest(w http.ResponseWriter, r *http.Request) error 
 		if err := a.cfg.Store.SetRestriction(r.Context(), consent.Restriction{Tenant: t, Subject: s, Purpose: req.Purpose, Kind: kind, Since: now}); err != nil {
 			return err
 		}
-		if err := a.applyCollection(r.Context(), t, s); err != nil {
+		if _, err := a.applyCollection(r.Context(), t, s); err != nil {
 			return err
 		}
 		req.Status = rights.Done
@@ -319,7 +333,7 @@ func (a *API) liftRestriction(w http.ResponseWriter, r *http.Request) error {
 	if err := a.cfg.Store.LiftRestriction(r.Context(), t, s, consent.PurposeID(r.PathValue("purpose"))); err != nil {
 		return err
 	}
-	if err := a.applyCollection(r.Context(), t, s); err != nil {
+	if _, err := a.applyCollection(r.Context(), t, s); err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "lifted"})
@@ -490,10 +504,10 @@ func (a *API) dataMap(w http.ResponseWriter, r *http.Request) error {
 // It runs after every consent, restriction and objection change. A failure
 // fails the request: the change is stored, and repeating the request (or
 // the next change) applies the policies again.
-func (a *API) applyCollection(ctx context.Context, t registry.TenantID, s registry.SubjectID) error {
+func (a *API) applyCollection(ctx context.Context, t registry.TenantID, s registry.SubjectID) ([]consent.Collection, error) {
 	all, err := a.cfg.Store.Streams(ctx, t)
 	if err != nil {
-		return errs.E(errs.Unavailable, err)
+		return nil, errs.E(errs.Unavailable, err)
 	}
 	var refs []consent.StreamRef
 	for _, st := range all {
@@ -502,11 +516,11 @@ func (a *API) applyCollection(ctx context.Context, t registry.TenantID, s regist
 		}
 	}
 	if len(refs) == 0 {
-		return nil
+		return nil, nil
 	}
 	ps, err := a.cfg.Store.Purposes(ctx, t)
 	if err != nil {
-		return errs.E(errs.Unavailable, err)
+		return nil, errs.E(errs.Unavailable, err)
 	}
 	ids := make([]consent.PurposeID, len(ps))
 	for i, p := range ps {
@@ -514,7 +528,7 @@ func (a *API) applyCollection(ctx context.Context, t registry.TenantID, s regist
 	}
 	cols, err := consent.Gate{Source: a.cfg.Store}.Collections(ctx, t, ids, refs, a.cfg.Now())
 	if err != nil {
-		return errs.E(errs.Unavailable, err)
+		return nil, errs.E(errs.Unavailable, err)
 	}
 	for _, c := range cols {
 		pol := collection.Policy{Send: c.Collect, Finest: rollup.Raw}
@@ -528,8 +542,38 @@ func (a *API) applyCollection(ctx context.Context, t registry.TenantID, s regist
 			reason = "purposes in force: " + strings.Join(names, ", ")
 		}
 		if _, err := a.cfg.Store.SetCollectionPolicy(ctx, t, c.Stream, pol, "consent change; "+reason); err != nil {
-			return errs.E(errs.Unavailable, err)
+			return nil, errs.E(errs.Unavailable, err)
 		}
 	}
-	return nil
+	return cols, nil
+}
+
+// StreamErased is what a withdrawal with erase removed from one stream.
+type StreamErased struct {
+	Stream registry.StreamID `json:"stream"`
+	// Kept is the finest resolution still kept ("" if nothing is).
+	Kept rollup.Resolution `json:"kept,omitempty"`
+	Rows int               `json:"rows"`
+}
+
+// eraseUnneeded erases, per stream, what no purpose still in force needs:
+// everything of a stream no longer collected, else the readings and
+// rollups finer than the finest resolution still needed.
+func (a *API) eraseUnneeded(ctx context.Context, t registry.TenantID, cols []consent.Collection) ([]StreamErased, error) {
+	out := []StreamErased{}
+	for _, c := range cols {
+		keep := rollup.Resolution("")
+		if c.Collect {
+			keep = c.Finest
+		}
+		if keep == rollup.Raw {
+			continue // still needed at full resolution
+		}
+		n, err := a.cfg.Store.EraseStreamReadings(ctx, t, c.Stream, keep)
+		if err != nil {
+			return out, errs.E(errs.Unavailable, err)
+		}
+		out = append(out, StreamErased{Stream: c.Stream, Kept: keep, Rows: n})
+	}
+	return out, nil
 }

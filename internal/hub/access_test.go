@@ -13,6 +13,7 @@ import (
 	"github.com/custos-iot/custos/internal/hub"
 	"github.com/custos-iot/custos/internal/registry"
 	"github.com/custos-iot/custos/internal/rollup"
+	"github.com/custos-iot/custos/internal/wire"
 )
 
 var resolutions = []string{"raw", "15m", "1h", "1d", "1mo"}
@@ -300,6 +301,75 @@ func TestSubjectEraseReachesEveryStore(t *testing.T) {
 	for _, g := range gs {
 		if g.Resource == "subject:"+string(hh.Subject.ID) {
 			t.Errorf("grant on the erased subject left: %+v", g)
+		}
+	}
+}
+
+// TestWithdrawalWithErase: a member withdraws consent to real-time
+// monitoring and asks for the data collected under it to be erased. Billing
+// (a contract) still needs 15-minute values: the raw readings and nothing
+// else go; the 15-minute and coarser aggregates stay, unchanged.
+func TestWithdrawalWithErase(t *testing.T) {
+	h, c := startHub(t, hub.Config{})
+	ctx := context.Background()
+	ten, err := c.CreateTenant(ctx, "Erase On Withdrawal Coop")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tp := "/v1/tenants/" + string(ten.ID)
+	for _, p := range []consent.Purpose{
+		{ID: "monitoring", Basis: consent.BasisConsent, Categories: registry.Categories, RetentionDays: 30, Finest: rollup.Raw, Notice: "Real-time monitoring."},
+		{ID: "billing", Basis: consent.BasisContract, Categories: registry.Categories, RetentionDays: 3650, Finest: rollup.Min15, Notice: "Billing."},
+	} {
+		if err := c.Do(ctx, "POST", tp+"/purposes", p, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := c.GrantSelf(ctx, ten.ID, "billing"); err != nil {
+		t.Fatal(err)
+	}
+	c.Purpose = "billing"
+	m := addMember(t, h, c, ten.ID, "house-w", registry.Profile{Name: "Member W"})
+	sp := tp + "/subjects/" + string(m.hh.Subject.ID)
+	if err := c.Do(ctx, "POST", sp+"/consents", map[string]any{"purpose": "monitoring", "method": "web-form"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	var rs []wire.Reading
+	for i := range 3600 {
+		rs = append(rs, wire.Reading{Time: t0.UnixMilli() + int64(i)*1000, Value: float64(i % 100)})
+	}
+	m.post(t, h, 0, rs)
+	if err := h.Compactor.Once(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s := m.hh.Streams[0].ID
+	aggsBefore, err := c.Aggregates(ctx, ten.ID, s, "15m", t0.UnixMilli(), t0.UnixMilli()+3600_000)
+	if err != nil || len(aggsBefore.Buckets) != 4 {
+		t.Fatalf("15-minute aggregates before: %+v %v", aggsBefore, err)
+	}
+	var ans api.ConsentAnswer
+	if err := c.Do(ctx, "POST", sp+"/consents/monitoring/withdraw", map[string]any{"method": "app", "erase": true}, &ans); err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, e := range ans.Erased {
+		if e.Stream == s {
+			found = e.Kept == rollup.Min15 && e.Rows > 0
+		}
+	}
+	if !found {
+		t.Errorf("erasure evidence %+v: want stream %s erased finer than 15m", ans.Erased, s)
+	}
+	if raw, err := c.AllReadings(ctx, ten.ID, s, 0, 1<<50); err != nil || len(raw) != 0 {
+		t.Errorf("raw readings after the erasure: %d, %v", len(raw), err)
+	}
+	aggsAfter, err := c.Aggregates(ctx, ten.ID, s, "15m", t0.UnixMilli(), t0.UnixMilli()+3600_000)
+	if err != nil || len(aggsAfter.Buckets) != 4 {
+		t.Fatalf("15-minute aggregates after: %+v %v", aggsAfter, err)
+	}
+	for i := range aggsAfter.Buckets {
+		if aggsAfter.Buckets[i] != aggsBefore.Buckets[i] {
+			t.Errorf("15-minute bucket %d changed: %+v, was %+v", i, aggsAfter.Buckets[i], aggsBefore.Buckets[i])
 		}
 	}
 }
