@@ -433,8 +433,10 @@ func testRotateKEK(t *testing.T, b backend) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if calls != 40 || lastDone != 40 || lastTotal != 40 {
-		t.Errorf("progress: %d calls, last (%d, %d); want 40 calls ending (40, 40)", calls, lastDone, lastTotal)
+	// A concurrent Roll may rewrap a keyset before the pass reaches it:
+	// fewer calls then, but the last still reports all 40 done.
+	if calls < 1 || calls > 40 || lastDone != 40 || lastTotal != 40 {
+		t.Errorf("progress: %d calls, last (%d, %d); want at most 40 calls ending (40, 40)", calls, lastDone, lastTotal)
 	}
 	st, err := k2.Status(ctx)
 	if err != nil {

@@ -344,6 +344,11 @@ func (k *Keys) RotateKEK(ctx context.Context, progress func(done, total int)) er
 		}
 		after = string(batch[len(batch)-1])
 	}
+	if done < total && progress != nil {
+		// Concurrent Seal/Roll calls rewrapped some under the current KEK
+		// before this pass reached them: all are done.
+		progress(total, total)
+	}
 	if err := k.scrub(ctx); err != nil {
 		return errs.E(op, err)
 	}
