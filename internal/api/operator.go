@@ -178,6 +178,7 @@ func (a *API) eraseSubject(w http.ResponseWriter, r *http.Request) error {
 	for _, c := range e.Connectors {
 		a.cfg.Ingest.Forget(c)
 	}
+	a.cfg.Ingest.ForgetStreams(e.Streams)
 	if a.cfg.Purge != nil {
 		a.cfg.Purge()
 	}

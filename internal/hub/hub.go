@@ -28,6 +28,7 @@ import (
 	"github.com/custos-iot/custos/internal/ingest"
 	"github.com/custos-iot/custos/internal/oauth"
 	"github.com/custos-iot/custos/internal/pki"
+	"github.com/custos-iot/custos/internal/plausibility"
 	"github.com/custos-iot/custos/internal/registry"
 	"github.com/custos-iot/custos/internal/seal"
 	"github.com/custos-iot/custos/internal/seal/pkcs11"
@@ -102,6 +103,10 @@ type Config struct {
 	// policy readings timed before then are also judged by the previous
 	// policy (see internal/collection). Default 5 minutes.
 	PolicyGrace time.Duration
+	// PlausibilityOff stores every reading as received, without the
+	// plausibility checks and quarantine. For the benchmark that measures
+	// what the checks cost; a hub serving people never sets it.
+	PlausibilityOff bool
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
 	// Rand is the randomness for IDs, tokens and keys. Default crypto/rand.
@@ -204,7 +209,14 @@ func New(ctx context.Context, cfg Config) (_ *Hub, err error) {
 		h.sealer = series.Plain{}
 	}
 	h.purge = make(chan struct{}, 1)
-	h.Ingest = ingest.New(ingest.Config{Store: h.Store, Sealer: h.sealer, Now: cfg.Now, Log: cfg.Log, PolicyGrace: cfg.PolicyGrace})
+	icfg := ingest.Config{Store: h.Store, Sealer: h.sealer, Now: cfg.Now, Log: cfg.Log, PolicyGrace: cfg.PolicyGrace}
+	if !cfg.PlausibilityOff {
+		if icfg.Detector, err = newDetector(cfg.Now); err != nil {
+			return nil, err
+		}
+		icfg.Plausibility = h.Store
+	}
+	h.Ingest = ingest.New(icfg)
 	h.Compactor = &series.Compactor{Store: h.Store, Sealer: h.sealer, Log: cfg.Log}
 
 	if h.apiLn, err = net.Listen("tcp", cfg.APIAddr); err != nil {
@@ -278,6 +290,16 @@ func (h *Hub) openOAuth() error {
 		err = fmt.Errorf("hub: the OAuth issuer %q must end in %s", issuer, api.OAuthPrefix)
 	}
 	return err
+}
+
+// newDetector returns the plausibility detector with the default policy's
+// rules; tenants' own policies are applied by ingest as it meets them.
+func newDetector(now func() time.Time) (*plausibility.Detector, error) {
+	r, err := (&plausibility.Policy{}).Rules()
+	if err != nil {
+		return nil, err
+	}
+	return plausibility.New(plausibility.Config{Rules: &r, Now: now})
 }
 
 // openKeys opens the KEK and the key store, kept apart from the data store:

@@ -19,6 +19,7 @@ import (
 
 	"github.com/custos-iot/custos/internal/collection"
 	"github.com/custos-iot/custos/internal/errs"
+	"github.com/custos-iot/custos/internal/plausibility"
 	"github.com/custos-iot/custos/internal/registry"
 	"github.com/custos-iot/custos/internal/series"
 	"github.com/custos-iot/custos/internal/wire"
@@ -66,6 +67,19 @@ type Config struct {
 	// A revocation made on another hub replica takes effect within it.
 	// Default 500 ms.
 	StatusTTL time.Duration
+	// Detector, if set, checks every reading before it is stored: readings
+	// it flags are quarantined (stored sealed, with their reasons, outside
+	// the series) instead of stored. nil stores every reading as received.
+	Detector *plausibility.Detector
+	// Plausibility holds tenants' policies and the detector's saved
+	// state. Must be non-nil when Detector is set.
+	Plausibility PlausibilityStore
+	// PolicyTTL is how long a tenant's plausibility policy is cached; a
+	// change made on another replica takes effect within it. Default 5 s.
+	PolicyTTL time.Duration
+	// StateEvery is how often the detector's learned state is saved.
+	// Default 1 minute.
+	StateEvery time.Duration
 }
 
 // Service accepts batches. Create it with New, start its writer with Run.
@@ -80,6 +94,8 @@ type Service struct {
 	// certificate naming a connector under another tenant must not be
 	// answered from the real tenant's entry.
 	conns map[Identity]*connState
+
+	guard guard
 }
 
 type connState struct {
@@ -93,11 +109,12 @@ type connState struct {
 }
 
 type commit struct {
-	batches  []series.Batch
-	readings int
-	dup      []bool
-	err      error
-	done     chan struct{}
+	batches     []series.Batch
+	quarantined []int // readings quarantined, per batch
+	readings    int
+	dup         []bool
+	err         error
+	done        chan struct{}
 }
 
 // New returns a Service; call Run to start committing.
@@ -117,22 +134,32 @@ func New(cfg Config) *Service {
 	if cfg.StatusTTL == 0 {
 		cfg.StatusTTL = 500 * time.Millisecond
 	}
+	if cfg.PolicyTTL == 0 {
+		cfg.PolicyTTL = 5 * time.Second
+	}
+	if cfg.StateEvery == 0 {
+		cfg.StateEvery = time.Minute
+	}
 	return &Service{
 		cfg:     cfg,
 		pending: make(chan *commit, 1024),
 		conns:   map[Identity]*connState{},
+		guard:   guard{policies: map[registry.TenantID]*policyEntry{}, streams: map[registry.StreamID]*guardStream{}},
 	}
 }
 
 // Result reports what Accept did with a request.
 type Result struct {
 	Batches    int `json:"batches"`
-	Readings   int `json:"readings"`   // readings newly stored
+	Readings   int `json:"readings"`   // readings newly stored or quarantined
 	Duplicates int `json:"duplicates"` // batches already stored before (replays)
 	// Refused lists the series whose readings were refused, wholly or in
 	// part, under their collection policy: they are not stored, and the
 	// rest of the batch is.
 	Refused []Refusal `json:"refused,omitempty"`
+	// Quarantined counts the readings, of Readings, that the plausibility
+	// checks flagged: they were stored in quarantine, not in the series.
+	Quarantined int `json:"quarantined,omitempty"`
 	// IDs are the request's batch IDs, in order, for the audit log.
 	IDs []wire.BatchID `json:"-"`
 }
@@ -253,6 +280,8 @@ type Pending struct {
 	IDs []wire.BatchID
 	// refused are the series readings refused under their policy.
 	refused []Refusal
+	// checked are the streams the plausibility checks learned from.
+	checked []registry.StreamID
 }
 
 // Record attaches encoded audit entries to the request's batches, one per
@@ -266,9 +295,11 @@ func (p *Pending) Record(leaves [][]byte) {
 	}
 }
 
-// Prepare decodes, authorises and seals a request without storing it: a
-// caller can record the request (e.g. in the audit log) while it commits.
-func (s *Service) Prepare(ctx context.Context, id Identity, body []byte) (*Pending, error) {
+// Prepare decodes, authorises, checks and seals a request without storing
+// it: a caller can record the request (e.g. in the audit log) while it
+// commits. With a Detector, readings it flags go to the batch's quarantine
+// blocks instead of its chunks.
+func (s *Service) Prepare(ctx context.Context, id Identity, body []byte) (_ *Pending, err error) {
 	const op errs.Op = "ingest.Accept"
 	batches, err := wire.DecodeBatches(body)
 	if err != nil {
@@ -285,8 +316,24 @@ func (s *Service) Prepare(ctx context.Context, id Identity, body []byte) (*Pendi
 	if st.status == registry.ConnectorRevoked {
 		return nil, errs.E(op, errs.Forbidden, "connector is revoked")
 	}
+	// Every stream is authorised before any reading is checked, so that a
+	// refused request teaches the checks nothing.
+	for i := range batches {
+		b := &batches[i]
+		for j := range b.Series {
+			if _, ok := st.streams[b.Series[j].Key]; !ok {
+				return nil, errs.E(op, errs.Forbidden, fmt.Sprintf("batch %s: stream %q is not a stream of this connector's devices", b.ID, b.Series[j].Key))
+			}
+		}
+	}
 	p := &Pending{s: s, st: st, id: id, IDs: make([]wire.BatchID, len(batches))}
-	c := &commit{batches: make([]series.Batch, len(batches)), done: make(chan struct{})}
+	defer func() {
+		if err != nil {
+			s.resetStreams(p.checked)
+		}
+	}()
+	recv := s.cfg.Now().UnixMilli()
+	c := &commit{batches: make([]series.Batch, len(batches)), quarantined: make([]int, len(batches)), done: make(chan struct{})}
 	for i := range batches {
 		b := &batches[i]
 		p.IDs[i] = b.ID
@@ -294,33 +341,53 @@ func (s *Service) Prepare(ctx context.Context, id Identity, body []byte) (*Pendi
 		out.Connector, out.ID = id.Connector, b.ID
 		for j := range b.Series {
 			sr := &b.Series[j]
-			v, ok := st.streams[sr.Key]
-			if !ok {
-				return nil, errs.E(op, errs.Forbidden, fmt.Sprintf("batch %s: stream %q is not a stream of this connector's devices", b.ID, sr.Key))
-			}
+			v := st.streams[sr.Key]
+			rs, block, minT, maxT := sr.Readings, sr.Block, sr.MinTime, sr.MaxTime
 			// Readings the stream's collection policy does not allow
 			// are not stored at all, not even in quarantine: the hub has
 			// no basis to keep them. The rest of the batch is stored.
-			block, minT, maxT, n := sr.Block, sr.MinTime, sr.MaxTime, len(sr.Readings)
 			if rule, ok := st.rules[sr.Key]; ok {
-				keep, refused, why := rule.Filter(sr.Readings)
+				keep, refused, why := rule.Filter(rs)
 				if refused > 0 {
 					p.refused = append(p.refused, Refusal{Key: sr.Key, Readings: refused, Reason: why, stream: v.ID, batch: i})
-					if len(keep) == 0 {
-						continue
-					}
-					block, minT, maxT, n = wire.AppendBlock(nil, keep), keep[0].Time, keep[len(keep)-1].Time, len(keep)
+					rs, block = keep, nil
 				}
 			}
+			// The plausibility checks judge the rest: what they flag is
+			// quarantined with the batch, the others are stored.
+			if s.cfg.Detector != nil && len(rs) > 0 {
+				keep, bad, why, checked, err := s.check(ctx, v, recv, rs)
+				if err != nil {
+					return nil, errs.E(op, err)
+				}
+				if checked {
+					p.checked = append(p.checked, v.ID)
+				}
+				if len(bad) > 0 {
+					q, err := s.quarantine(ctx, v, id.Connector, b.ID, len(out.Quarantine), recv, bad, why)
+					if err != nil {
+						return nil, sealErr(op, sr.Key, err)
+					}
+					out.Quarantine = append(out.Quarantine, q)
+					out.Readings += len(bad)
+					c.quarantined[i] += len(bad)
+					rs, block = keep, nil
+				}
+			}
+			if len(rs) == 0 {
+				continue
+			}
+			if block == nil {
+				block = wire.AppendBlock(nil, rs)
+				minT, maxT = span(rs)
+			}
+			n := len(rs)
 			out.Readings += n
 			// Sealed under the subject's key before anything is stored;
 			// the compactor later re-cuts it by time bucket.
 			sealed, err := s.cfg.Sealer.Seal(ctx, v.Subject, block, series.LandingAD(v.Tenant, v.ID))
 			if err != nil {
-				if errs.Is(errs.NotFound, err) {
-					return nil, errs.E(op, errs.Forbidden, fmt.Sprintf("stream %q belongs to an erased data subject", sr.Key))
-				}
-				return nil, errs.E(op, err)
+				return nil, sealErr(op, sr.Key, err)
 			}
 			out.Chunks = append(out.Chunks, series.Chunk{Tenant: v.Tenant, Subject: v.Subject, Stream: v.ID, MinTime: minT, MaxTime: maxT, Count: n, Data: sealed})
 		}
@@ -328,6 +395,13 @@ func (s *Service) Prepare(ctx context.Context, id Identity, body []byte) (*Pendi
 	}
 	p.c = c
 	return p, nil
+}
+
+func sealErr(op errs.Op, key string, err error) error {
+	if errs.Is(errs.NotFound, err) {
+		return errs.E(op, errs.Forbidden, fmt.Sprintf("stream %q belongs to an erased data subject", key))
+	}
+	return errs.E(op, err)
 }
 
 // Commit stores the prepared batches in the next group commit and returns
@@ -348,6 +422,8 @@ func (p *Pending) Commit(ctx context.Context) (Result, error) {
 		return Result{}, errs.E(op, errs.Unavailable, ctx.Err())
 	}
 	if c.err != nil {
+		// Not stored: the retry must not be judged a replay of itself.
+		s.resetStreams(p.checked)
 		return Result{}, errs.E(op, errs.Unavailable, c.err)
 	}
 	s.touch(p.st, p.id)
@@ -357,6 +433,7 @@ func (p *Pending) Commit(ctx context.Context) (Result, error) {
 			res.Duplicates++
 		} else {
 			res.Readings += c.batches[i].Readings
+			res.Quarantined += c.quarantined[i]
 		}
 	}
 	s.countRefused(p, c.dup)
@@ -408,6 +485,14 @@ func (s *Service) touch(st *connState, id Identity) {
 // Run commits pending batches in groups until ctx is done. Every request
 // waiting when Run returns gets an error.
 func (s *Service) Run(ctx context.Context) error {
+	if s.cfg.Detector != nil {
+		saved := make(chan struct{})
+		go func() {
+			s.saveLoop(ctx)
+			close(saved)
+		}()
+		defer func() { <-saved }()
+	}
 	for {
 		var first *commit
 		select {

@@ -51,6 +51,9 @@ type Batch struct {
 	// batch's own transaction, so the batch and its entry are durable
 	// together, with one fsync.
 	Audit []byte
+	// Quarantine holds the readings the plausibility checks flagged; they
+	// are stored with the batch, all or nothing, and not in Chunks.
+	Quarantine []Quarantined
 }
 
 // ChunkSource yields the chunks of a stream that may hold readings in

@@ -64,6 +64,9 @@ func (s *Store) WriteBatches(ctx context.Context, received int64, bs []series.Ba
 	if err := s.enqueueAudit(ctx, tx, entries); err != nil {
 		return nil, err
 	}
+	if err := s.insertQuarantine(ctx, tx, bs, dup); err != nil {
+		return nil, err
+	}
 	return dup, tx.Commit()
 }
 

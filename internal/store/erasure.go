@@ -126,13 +126,13 @@ func (s *Store) erasures(ctx context.Context, q string, args ...any) ([]Erasure,
 	return out, rows.Err()
 }
 
-// Purge deletes up to limit stored rows (chunks, landed blocks, rollups)
-// of an erased subject's streams and reports how many it deleted; when
+// Purge deletes up to limit stored rows (chunks, landed blocks,
+// quarantined blocks, rollups, plausibility state) of an erased subject's streams and reports how many it deleted; when
 // none are left it marks the erasure purged. Call it until it reports 0.
 func (s *Store) Purge(ctx context.Context, e Erasure, limit int, now time.Time) (int, error) {
 	deleted := 0
 	for _, st := range e.Streams {
-		for _, table := range []string{"chunks", "landing"} {
+		for _, table := range []string{"chunks", "landing", "quarantine"} {
 			q := `DELETE FROM ` + table + ` WHERE id IN (SELECT id FROM ` + table + ` WHERE stream_id = ? AND tenant_id = ? LIMIT ?)`
 			n, err := s.purgeStep(ctx, q, st, e.Tenant, limit-deleted)
 			if err != nil {
@@ -143,11 +143,13 @@ func (s *Store) Purge(ctx context.Context, e Erasure, limit int, now time.Time) 
 				return deleted, nil
 			}
 		}
-		n, err := s.purgeStep(ctx, `DELETE FROM rollups WHERE stream_id = ? AND tenant_id = ?`, st, e.Tenant)
-		if err != nil {
-			return deleted, err
+		for _, q := range []string{`DELETE FROM rollups WHERE stream_id = ? AND tenant_id = ?`, `DELETE FROM plausibility_state WHERE stream_id = ? AND tenant_id = ?`} {
+			n, err := s.purgeStep(ctx, q, st, e.Tenant)
+			if err != nil {
+				return deleted, err
+			}
+			deleted += n
 		}
-		deleted += n
 	}
 	if deleted == 0 {
 		_, err := s.db.ExecContext(ctx, s.q(`UPDATE erasures SET purged_ms = ? WHERE subject_id = ?`), ms(now), e.Subject)
