@@ -48,7 +48,7 @@ func newRoot() *cobra.Command {
 	g := &globals{}
 	root.AddCommand(newServe(), newDemo(), newBench(), newPlausibility(), newDatamap(), newRelease())
 	// The client flags belong to the commands that talk to a running hub.
-	for _, c := range append(append(operatorCommands(g), newAudit(g), userCommand(g), appCommand(g)), consentCommands(g)...) {
+	for _, c := range append(append(operatorCommands(g), newAudit(g), userCommand(g), appCommand(g), newQuarantine(g)), consentCommands(g)...) {
 		c.PersistentFlags().StringVar(&g.hub, "hub", envOr("CUSTOS_HUB", "https://127.0.0.1:8443"), "hub API URL (env CUSTOS_HUB)")
 		c.PersistentFlags().StringVar(&g.ca, "ca", envOr("CUSTOS_CA", "custos-data/ca/ca.pem"), "hub CA certificate file (env CUSTOS_CA)")
 		c.PersistentFlags().BoolVar(&g.json, "json", false, "print JSON")

@@ -87,6 +87,9 @@ func (a *API) listQuarantine(w http.ResponseWriter, r *http.Request) error {
 	}
 	for i := range qs {
 		e, err := a.openQuarantined(r, &qs[i])
+		if errs.Is(errs.NotFound, err) {
+			continue // an erased subject's, unreadable and awaiting purge
+		}
 		if err != nil {
 			return err
 		}

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"log/slog"
 	"slices"
 	"strings"
 	"sync"
@@ -223,6 +224,19 @@ func (s *Service) check(ctx context.Context, v registry.Stream, recv int64, rs [
 	}
 	if n == 0 {
 		return rs, nil, nil, true, nil
+	}
+	if s.cfg.Log.Enabled(ctx, slog.LevelInfo) {
+		seen := map[plausibility.Rule]bool{}
+		var rules []string
+		for _, x := range vs {
+			for _, r := range x.Reasons {
+				if !seen[r.Rule] {
+					seen[r.Rule] = true
+					rules = append(rules, r.Rule.String())
+				}
+			}
+		}
+		s.cfg.Log.Info("ingest: readings quarantined", "stream", v.ID, "readings", n, "rules", strings.Join(rules, ","))
 	}
 	keep = make([]wire.Reading, 0, len(in)-n)
 	quarantined = make([]wire.Reading, 0, n)

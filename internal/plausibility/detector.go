@@ -262,6 +262,7 @@ func (d *Detector) Check(ctx StreamContext, rs []wire.Reading) []Verdict {
 	energyRate := maxW * (1 + kr.LimitTol) / msPerHour // Wh per ms
 	rate := kr.MaxRate / 1000                          // units per ms
 	frozenN := uint32(kr.FrozenSamples)
+	frozenSpan := kr.FrozenSpan.Milliseconds()
 	win := kr.ReplayWindow
 	sample := uint64(1) // fingerprint one window in sample, about one per ReplaySample
 	if per := kr.ReplaySample.Milliseconds(); per > 0 && st.step > 0 && st.step < per {
@@ -341,7 +342,7 @@ func (d *Detector) Check(ctx StreamContext, rs []wire.Reading) []Verdict {
 			} else {
 				st.frozenV, st.frozenRun = v, 1
 			}
-			if frozenN > 0 && st.frozenRun >= frozenN {
+			if frozenN > 0 && st.frozenRun >= frozenN && (frozenSpan == 0 || int64(st.frozenRun)*max(st.step, 1) >= frozenSpan) {
 				why |= 1 << RuleFrozen
 			}
 			if win > 0 {
@@ -412,7 +413,7 @@ func (d *Detector) explain(vs *verdicts, i int, why uint32, gap bool, ctx *Strea
 				detail = fmt.Sprintf("changed faster than %g per second", kr.MaxRate)
 			}
 		case RuleFrozen:
-			detail = fmt.Sprintf("identical non-zero value %d times in a row", kr.FrozenSamples)
+			detail = fmt.Sprintf("identical non-zero value %d times in a row, over at least %s", kr.FrozenSamples, kr.FrozenSpan)
 		case RuleReplay:
 			detail = fmt.Sprintf("the last %d values repeat a recent window", kr.ReplayWindow)
 		case RuleNight:

@@ -28,6 +28,15 @@ func series(start int64, n int, f func(i int) float64) []wire.Reading {
 	return rs
 }
 
+// secs returns n readings every second from start with values f(i).
+func secs(start int64, n int, f func(i int) float64) []wire.Reading {
+	rs := make([]wire.Reading, n)
+	for i := range rs {
+		rs[i] = wire.Reading{Time: start + int64(i)*1000, Value: f(i)}
+	}
+	return rs
+}
+
 // wobble is a non-repeating load around 450 W.
 func wobble(i int) float64 {
 	h := uint64(i)*0x9e3779b97f4a7c15 + 1
@@ -85,6 +94,10 @@ func TestRules(t *testing.T) {
 			nil, series(t0, 3, func(int) float64 { return 321.5 }), RuleFrozen},
 		{"zeros are not frozen", func() StreamContext { return ctxFor(KindPower) },
 			nil, series(t0, 10, func(int) float64 { return 0 }), 0},
+		{"1 Hz: three identical seconds are not frozen", func() StreamContext { return ctxFor(KindPower) },
+			nil, secs(t0, 3, func(int) float64 { return 321 }), 0},
+		{"1 Hz: identical for 10 minutes is frozen", func() StreamContext { return ctxFor(KindPower) },
+			nil, secs(t0, 601, func(i int) float64 { return 321 }), RuleFrozen},
 		{"two identical are not frozen", func() StreamContext { return ctxFor(KindPower) },
 			nil, series(t0, 2, func(int) float64 { return 321.5 }), 0},
 		{"temperature rate", func() StreamContext { return ctxFor(KindTemperature) },

@@ -122,7 +122,7 @@ func (p *Policy) Rules() (Rules, error) {
 			case RuleRate:
 				k.MaxRate = 0
 			case RuleFrozen:
-				k.FrozenSamples = 0
+				k.FrozenSamples, k.FrozenSpan = 0, 0
 			case RuleGap:
 				k.MaxGap = 0
 			case RuleReplay:

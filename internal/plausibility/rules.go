@@ -91,6 +91,11 @@ type KindRules struct {
 	// non-zero value in a row. 0 is off. Defaults: power 3 (a 5-minute
 	// average of a real load never repeats exactly), temperature 0.
 	FrozenSamples int
+	// FrozenSpan is the least time a frozen run must also cover, judged
+	// by the stream's usual interval: a 1 Hz meter with 1 W resolution
+	// repeats a value three times in a row now and then, a 5-minute
+	// average never does. 0 is off. Default 10 minutes for power.
+	FrozenSpan time.Duration
 	// MaxGap notes (without quarantining) a reading that follows the
 	// previous one after more than MaxGap. 0 is off. Default 1 hour.
 	MaxGap time.Duration
@@ -150,7 +155,7 @@ func DefaultRules() Rules {
 		BalanceTolRel:  0.05,
 		NightElevation: -3,
 		NightTolW:      25,
-		Power: KindRules{Min: nan, Max: nan, LimitTol: 0.1, FrozenSamples: 3, MaxGap: time.Hour,
+		Power: KindRules{Min: nan, Max: nan, LimitTol: 0.1, FrozenSamples: 3, FrozenSpan: 10 * time.Minute, MaxGap: time.Hour,
 			ReplayWindow: 3, ReplaySlots: 2048, ReplaySample: 5 * time.Minute, Baseline: power},
 		SwitchedPower: KindRules{Min: nan, Max: nan, LimitTol: 0.1, MaxGap: time.Hour},
 		Energy:        KindRules{Min: 0, Max: math.Inf(1), LimitTol: 0.1, MaxGap: time.Hour},
@@ -183,7 +188,7 @@ func (r *Rules) Check() error {
 	for k := KindPower; k < kindCount; k++ {
 		kr := r.kind(k)
 		switch {
-		case kr.LimitTol < 0 || kr.MaxRate < 0 || kr.FrozenSamples < 0 || kr.MaxGap < 0:
+		case kr.LimitTol < 0 || kr.MaxRate < 0 || kr.FrozenSamples < 0 || kr.FrozenSpan < 0 || kr.MaxGap < 0:
 			return fmt.Errorf("plausibility rules: %s: negative tolerance, rate, samples or gap", k)
 		case kr.ReplayWindow < 0 || kr.ReplayWindow > maxWindow:
 			return fmt.Errorf("plausibility rules: %s: ReplayWindow must be 0..%d", k, maxWindow)
