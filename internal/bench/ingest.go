@@ -62,6 +62,11 @@ type IngestConfig struct {
 	// ComparePlaintext first runs the same load against a hub that does not
 	// seal, then the normal run, and reports both.
 	ComparePlaintext bool
+	// PlausibilityOff runs the hub without the plausibility checks.
+	PlausibilityOff bool
+	// ComparePlausibility first runs the same load against a hub without
+	// the plausibility checks, then the normal run, and reports both.
+	ComparePlausibility bool
 
 	skipBaselines bool
 }
@@ -88,6 +93,12 @@ type IngestResult struct {
 	PlaintextPerSec     float64 `json:"plaintext_readings_per_sec,omitempty"`
 	SealedToPlaintext   float64 `json:"sealed_to_plaintext_ratio,omitempty"`
 	Store               string  `json:"store"`
+	// Plausibility says the checks ran; Quarantined counts the readings
+	// they held back (of Readings).
+	Plausibility          bool    `json:"plausibility"`
+	Quarantined           int64   `json:"quarantined_readings"`
+	PlausibilityOffPerSec float64 `json:"plausibility_off_readings_per_sec,omitempty"`
+	PlausibilityRatio     float64 `json:"plausibility_on_to_off_ratio,omitempty"`
 }
 
 func (c *IngestConfig) defaults() {
@@ -124,7 +135,25 @@ func Ingest(ctx context.Context, cfg IngestConfig) (res IngestResult, err error)
 		}
 		fmt.Fprintf(cfg.Progress, "second run: sealing on\n")
 	}
-	res = IngestResult{Connectors: cfg.Connectors, Batch: cfg.Batch, Streams: cfg.Streams, Store: "sqlite", Sealed: !cfg.Plaintext}
+	var off IngestResult
+	if cfg.ComparePlausibility {
+		pc := cfg
+		pc.ComparePlausibility, pc.ComparePlaintext, pc.PlausibilityOff, pc.skipBaselines, pc.CPUProfile = false, false, true, true, nil
+		fmt.Fprintf(cfg.Progress, "run without plausibility checks\n")
+		if off, err = Ingest(ctx, pc); err != nil {
+			return off, err
+		}
+		fmt.Fprintf(cfg.Progress, "run with plausibility checks\n")
+	}
+	res = IngestResult{Connectors: cfg.Connectors, Batch: cfg.Batch, Streams: cfg.Streams, Store: "sqlite", Sealed: !cfg.Plaintext, Plausibility: !cfg.PlausibilityOff}
+	if cfg.ComparePlausibility {
+		defer func() {
+			res.PlausibilityOffPerSec = off.ReadingsPerSec
+			if off.ReadingsPerSec > 0 {
+				res.PlausibilityRatio = res.ReadingsPerSec / off.ReadingsPerSec
+			}
+		}()
+	}
 	if cfg.ComparePlaintext {
 		defer func() {
 			res.PlaintextPerSec = plain.ReadingsPerSec
@@ -146,7 +175,7 @@ func Ingest(ctx context.Context, cfg IngestConfig) (res IngestResult, err error)
 		dir = d
 	}
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	hcfg := hub.Config{DataDir: filepath.Join(dir, "hub"), APIAddr: "127.0.0.1:0", DeviceAddr: "127.0.0.1:0", Log: quiet, Plaintext: cfg.Plaintext}
+	hcfg := hub.Config{DataDir: filepath.Join(dir, "hub"), APIAddr: "127.0.0.1:0", DeviceAddr: "127.0.0.1:0", Log: quiet, Plaintext: cfg.Plaintext, PlausibilityOff: cfg.PlausibilityOff}
 	if cfg.PostgresDSN != "" {
 		hcfg.PostgresDSN = cfg.PostgresDSN
 		hcfg.PostgresSchema = fmt.Sprintf("custos_bench_%d", time.Now().UnixNano())
@@ -178,7 +207,7 @@ func Ingest(ctx context.Context, cfg IngestConfig) (res IngestResult, err error)
 		warm.Add(1)
 		go func() {
 			defer warm.Done()
-			bc.run(ctx, time.Now().Add(time.Millisecond), cfg, new(atomic.Int64), new(atomic.Int64))
+			bc.run(ctx, time.Now().Add(time.Millisecond), cfg, new(atomic.Int64), new(atomic.Int64), new(atomic.Int64))
 		}()
 	}
 	warm.Wait()
@@ -192,7 +221,7 @@ func Ingest(ctx context.Context, cfg IngestConfig) (res IngestResult, err error)
 	}
 
 	fmt.Fprintf(cfg.Progress, "offering load for %s...\n", cfg.Duration)
-	var readings, errors atomic.Int64
+	var readings, errors, quarantined atomic.Int64
 	lat := make([][]time.Duration, len(conns))
 	start := time.Now()
 	deadline := start.Add(cfg.Duration)
@@ -206,7 +235,7 @@ func Ingest(ctx context.Context, cfg IngestConfig) (res IngestResult, err error)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			lat[i] = bc.run(ctx, deadline, cfg, &readings, &errors)
+			lat[i] = bc.run(ctx, deadline, cfg, &readings, &errors, &quarantined)
 		}()
 	}
 	wg.Wait()
@@ -223,6 +252,7 @@ func Ingest(ctx context.Context, cfg IngestConfig) (res IngestResult, err error)
 	res.DurationS = elapsed.Seconds()
 	res.Readings = readings.Load()
 	res.Errors = errors.Load()
+	res.Quarantined = quarantined.Load()
 	res.ReadingsPerSec = float64(res.Readings) / elapsed.Seconds()
 	res.P50BatchMS = pct(all, 0.50)
 	res.P99BatchMS = pct(all, 0.99)
@@ -367,7 +397,7 @@ func provision(ctx context.Context, c *client.Client, h *hub.Hub, dir string, cf
 }
 
 // run sends batches until the deadline and returns the batch latencies.
-func (bc *benchConn) run(ctx context.Context, deadline time.Time, cfg IngestConfig, readings, errors *atomic.Int64) []time.Duration {
+func (bc *benchConn) run(ctx context.Context, deadline time.Time, cfg IngestConfig, readings, errors, quarantined *atomic.Int64) []time.Duration {
 	per := cfg.Batch / cfg.Streams
 	rng := mrand.New(mrand.NewPCG(bc.seed, 42))
 	ids := mrand.NewChaCha8([32]byte{byte(bc.seed), byte(bc.seed >> 8), 7})
@@ -418,33 +448,35 @@ func (bc *benchConn) run(ctx context.Context, deadline time.Time, cfg IngestConf
 			return lat
 		}
 		t0 := time.Now()
-		n, err := bc.post(body)
+		n, q, err := bc.post(body)
 		if err != nil {
 			errors.Add(1)
 			continue
 		}
 		lat = append(lat, time.Since(t0))
 		readings.Add(int64(n))
+		quarantined.Add(int64(q))
 	}
 	return lat
 }
 
-func (bc *benchConn) post(body []byte) (int, error) {
+func (bc *benchConn) post(body []byte) (readings, quarantined int, err error) {
 	req, err := http.NewRequest(http.MethodPost, bc.url+"/v1/batches", bytes.NewReader(body))
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	req.Header.Set("Content-Type", uplink.BatchContentType)
 	resp, err := bc.client.Do(req)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer resp.Body.Close()
 	var out struct {
-		Readings int `json:"readings"`
+		Readings    int `json:"readings"`
+		Quarantined int `json:"quarantined"`
 	}
 	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || resp.StatusCode != http.StatusOK {
-		return 0, fmt.Errorf("status %s", resp.Status)
+		return 0, 0, fmt.Errorf("status %s", resp.Status)
 	}
-	return out.Readings, nil
+	return out.Readings, out.Quarantined, nil
 }

@@ -104,7 +104,7 @@ func (b *bed) load(ctx context.Context, hh client.Household, dev *http.Client, s
 		if err != nil {
 			return err
 		}
-		if _, err := bc.post(body); err != nil {
+		if _, _, err := bc.post(body); err != nil {
 			return err
 		}
 	}

@@ -169,6 +169,7 @@ type streamState struct {
 	wn        uint8
 	win       [maxWindow - 1]uint64 // bits of the latest values, win[wn-1] newest
 	replaying bool
+	replayHit bool // the last sampled window matched (fast streams need two)
 	fp        fingerprints
 
 	cusumUp, cusumDown float64

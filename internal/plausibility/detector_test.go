@@ -374,3 +374,50 @@ func TestCleanCheckDoesNotAllocate(t *testing.T) {
 }
 
 func rd(t int64, v float64) wire.Reading { return wire.Reading{Time: t, Value: v} }
+
+// TestReplayFastStream: on a 1 Hz stream a replayed hour is caught after
+// the first sampled windows, while a coarse random walk, whose short
+// windows repeat by chance, is not flagged.
+func TestReplayFastStream(t *testing.T) {
+	d := newDet(t)
+	ctx := ctxFor(KindPower)
+	// Coarse 1 Hz random walk in whole watts: clean.
+	v, flagged := 1000.0, 0
+	var hour []float64
+	h := uint64(1)
+	for b := range 240 { // 240 batches of 100 s
+		rs := make([]wire.Reading, 100)
+		for j := range rs {
+			h = h*6364136223846793005 + 1442695040888963407
+			v = max(1, v+float64(int(h>>33)%61-30))
+			rs[j] = wire.Reading{Time: t0 + int64(b*100+j)*1000, Value: v}
+			if b < 36 {
+				hour = append(hour, v)
+			}
+		}
+		ctx.Received = rs[99].Time + 1000
+		flagged += len(d.Check(ctx, rs))
+	}
+	if flagged != 0 {
+		t.Fatalf("%d clean readings flagged", flagged)
+	}
+	// The first hour's values again, as if new: most are caught.
+	next := t0 + 240*100*1000
+	caught := 0
+	for b := range 36 {
+		rs := make([]wire.Reading, 100)
+		for j := range rs {
+			rs[j] = wire.Reading{Time: next + int64(b*100+j)*1000, Value: hour[b*100+j]}
+		}
+		ctx.Received = rs[99].Time + 1000
+		for _, vd := range d.Check(ctx, rs) {
+			if vd.Has(RuleReplay) {
+				caught++
+			}
+		}
+	}
+	if caught < len(hour)*3/4 {
+		t.Fatalf("replayed hour: %d of %d readings caught", caught, len(hour))
+	}
+	t.Logf("replayed hour at 1 Hz: %d of %d readings caught", caught, len(hour))
+}

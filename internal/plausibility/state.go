@@ -75,6 +75,9 @@ func (s *stream) appendState(b []byte) []byte {
 	if s.replaying {
 		flags |= 4
 	}
+	if s.replayHit {
+		flags |= 8
+	}
 	b = append(b, flags)
 	b = le.AppendUint64(b, uint64(s.lastT))
 	b = f64(b, s.lastV)
@@ -149,10 +152,10 @@ func (s *stream) decodeState(data []byte) error {
 		return bad("unknown kind")
 	}
 	flags := r.u8()
-	if flags&^7 != 0 {
+	if flags&^15 != 0 {
 		return bad("unknown flags")
 	}
-	s.has, s.hasLag, s.replaying = flags&1 != 0, flags&2 != 0, flags&4 != 0
+	s.has, s.hasLag, s.replaying, s.replayHit = flags&1 != 0, flags&2 != 0, flags&4 != 0, flags&8 != 0
 	s.lastT = int64(r.u64())
 	s.lastV = r.f64(true)
 	s.step = int64(r.u64())

@@ -193,8 +193,17 @@ func (s *stream) replayCheck(kr *KindRules, k int, sample uint64, v float64, lea
 	if sample > 1 && uint64(h)%sample != 0 {
 		return s.replaying
 	}
-	s.replaying = s.fp.contains(fp)
-	if learn && !s.replaying {
+	hit := s.fp.contains(fp)
+	if sample > 1 {
+		// On a fast stream with coarse values (1 Hz, whole watts) one
+		// short window now and then repeats by chance; a replay repeats
+		// sampled window after sampled window. So it takes two in a row.
+		s.replaying = hit && s.replayHit
+		s.replayHit = hit
+	} else {
+		s.replaying = hit
+	}
+	if learn && !hit {
 		s.fp.insert(fp, kr.ReplaySlots)
 	}
 	return s.replaying
