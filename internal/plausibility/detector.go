@@ -179,6 +179,9 @@ type streamState struct {
 	// persisted): the sun moves less than 4° in a slot.
 	sunSlot int64
 	sunElev float64
+	// baseLast is the time of the last reading the baseline learned from
+	// (not persisted: after a restart the next reading is learned from).
+	baseLast int64
 }
 
 type bucket struct {
@@ -271,6 +274,7 @@ func (d *Detector) Check(ctx StreamContext, rs []wire.Reading) []Verdict {
 	}
 	bl := &kr.Baseline
 	useBase := bl.enabled() && !ctx.NoBaseline
+	every := bl.Every.Milliseconds()
 	if useBase && st.base == nil {
 		st.base = make([]bucket, buckets)
 	}
@@ -357,7 +361,11 @@ func (d *Detector) Check(ctx StreamContext, rs []wire.Reading) []Verdict {
 		}
 		var stat uint32
 		if useBase && why == 0 && !replaced {
-			stat = st.baseline(bl, t+solarOff, v)
+			full := every == 0 || t-st.baseLast >= every || t < st.baseLast
+			if full {
+				st.baseLast = t
+			}
+			stat = st.baseline(bl, t+solarOff, v, full)
 		}
 		if why == 0 {
 			if st.has && t > st.lastT && st.step == 0 {

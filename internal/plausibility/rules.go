@@ -138,6 +138,13 @@ type BaselineRules struct {
 	// z-scores that flags sustained shifts (scaled values, drift). CusumH
 	// 0 turns it off.
 	CusumK, CusumH float64
+	// Every is the least time between readings the baseline learns from
+	// and feeds to the CUSUM: its rate and CUSUM thresholds are tuned for
+	// 5-minute data, and a 1 Hz stream would otherwise learn and drift
+	// 300 times as fast. Readings in between are still scored against
+	// the median (z-test) and share the CUSUM's verdict. 0 judges every
+	// reading fully. Default 5 minutes.
+	Every time.Duration
 }
 
 func (b BaselineRules) enabled() bool { return b.Rate > 0 && (b.Z > 0 || b.CusumH > 0) }
@@ -145,7 +152,7 @@ func (b BaselineRules) enabled() bool { return b.Rate > 0 && (b.Z > 0 || b.Cusum
 // DefaultRules returns the documented defaults.
 func DefaultRules() Rules {
 	nan := math.NaN()
-	power := BaselineRules{Z: 8, Scale: 50, Floor: 1, Rate: 0.03, MinSamples: 24, CusumK: 1, CusumH: 40}
+	power := BaselineRules{Z: 8, Scale: 50, Floor: 1, Rate: 0.03, MinSamples: 24, CusumK: 1, CusumH: 40, Every: 5 * time.Minute}
 	return Rules{
 		Skew:           2 * time.Minute,
 		MaxAge:         90 * 24 * time.Hour,
@@ -160,7 +167,7 @@ func DefaultRules() Rules {
 		SwitchedPower: KindRules{Min: nan, Max: nan, LimitTol: 0.1, MaxGap: time.Hour},
 		Energy:        KindRules{Min: 0, Max: math.Inf(1), LimitTol: 0.1, MaxGap: time.Hour},
 		Temperature: KindRules{Min: -50, Max: 120, MaxRate: 2.0 / 60, MaxGap: time.Hour,
-			Baseline: BaselineRules{Z: 12, Floor: 0.5, Rate: 0.03, MinSamples: 24}},
+			Baseline: BaselineRules{Z: 12, Floor: 0.5, Rate: 0.03, MinSamples: 24, Every: 5 * time.Minute}},
 	}
 }
 
@@ -195,7 +202,7 @@ func (r *Rules) Check() error {
 		case kr.ReplayWindow > 0 && (kr.ReplaySlots < 16 || kr.ReplaySlots > maxSlots || kr.ReplaySlots&(kr.ReplaySlots-1) != 0):
 			return fmt.Errorf("plausibility rules: %s: ReplaySlots must be a power of two in 16..%d", k, maxSlots)
 		case kr.Baseline.Rate < 0 || kr.Baseline.Rate >= 1 || kr.Baseline.Z < 0 || kr.Baseline.CusumH < 0 ||
-			kr.Baseline.CusumK < 0 || kr.Baseline.Floor < 0 || kr.Baseline.Scale < 0 || kr.Baseline.MinSamples < 0:
+			kr.Baseline.CusumK < 0 || kr.Baseline.Floor < 0 || kr.Baseline.Scale < 0 || kr.Baseline.MinSamples < 0 || kr.Baseline.Every < 0:
 			return fmt.Errorf("plausibility rules: %s: baseline parameters out of range", k)
 		case kr.Baseline.enabled() && !(kr.Baseline.Floor > 0):
 			return fmt.Errorf("plausibility rules: %s: baseline needs Floor > 0", k)

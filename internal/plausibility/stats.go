@@ -40,9 +40,10 @@ func bucketOf(ts int64) int {
 	return hour
 }
 
-// baseline scores v against its bucket, returns the statistical reason
-// bits, and learns from v (slowly if it was flagged).
-func (s *stream) baseline(bl *BaselineRules, ts int64, v float64) uint32 {
+// baseline scores v against its bucket and returns the statistical reason
+// bits. With full it also feeds the CUSUM and learns from v (slowly if it
+// was flagged); otherwise v shares the CUSUM's current verdict.
+func (s *stream) baseline(bl *BaselineRules, ts int64, v float64, full bool) uint32 {
 	y := compress(v, bl.Scale)
 	b := &s.base[bucketOf(ts)]
 	var why uint32
@@ -51,6 +52,12 @@ func (s *stream) baseline(bl *BaselineRules, ts int64, v float64) uint32 {
 		z := (y - b.m) / (1.4826*b.d + bl.Floor)
 		if bl.Z > 0 && (z > bl.Z || z < -bl.Z) {
 			why |= 1 << RuleBaseline
+		}
+		if !full {
+			if bl.CusumH > 0 && (s.cusumUp > bl.CusumH || s.cusumDown > bl.CusumH) {
+				why |= 1 << RuleLevelShift
+			}
+			return why
 		}
 		if bl.CusumH > 0 {
 			c := max(-zClip, min(zClip, z))
@@ -67,6 +74,9 @@ func (s *stream) baseline(bl *BaselineRules, ts int64, v float64) uint32 {
 			eta /= 4 // a lasting genuine change is learned, slowly
 		}
 	} else {
+		if !full {
+			return 0
+		}
 		eta = max(eta, 1/float64(b.n+2))
 	}
 	if b.n == 0 {
