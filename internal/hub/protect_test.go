@@ -513,7 +513,7 @@ func testErasure(t *testing.T, cfg hub.Config) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	for _, table := range []string{"chunks", "landing", "rollups"} {
+	for _, table := range []string{"chunks", "landing", "rollups", "quarantine", "plausibility_state"} {
 		var n int
 		sqlOf(h).QueryRow(`SELECT COUNT(*) FROM `+table+` WHERE stream_id IN (?, ?)`, a.hh.Streams[0].ID, a.hh.Streams[1].ID).Scan(&n)
 		if n != 0 {
