@@ -91,7 +91,7 @@ func newQuarantine(g *globals) *cobra.Command {
 				if g.json {
 					return json.NewEncoder(cmd.OutOrStdout()).Encode(res)
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "%sd %d entries (%d readings)\n", use, res.Entries, res.Readings)
+				fmt.Fprintf(cmd.OutOrStdout(), "%s %d entries (%d readings)\n", map[string]string{"release": "released", "reject": "rejected"}[use], res.Entries, res.Readings)
 				return nil
 			},
 		}
