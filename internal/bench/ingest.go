@@ -372,6 +372,9 @@ type benchConn struct {
 	url     string
 	seed    uint64
 	next    int64 // time of the next reading
+	rng     *mrand.Rand
+	values  []float64 // the random walks, one per stream
+	runs    byte      // runs so far, to vary the batch IDs' randomness
 }
 
 func provision(ctx context.Context, c *client.Client, h *hub.Hub, dir string, cfg IngestConfig) ([]*benchConn, error) {
@@ -423,12 +426,19 @@ func provision(ctx context.Context, c *client.Client, h *hub.Hub, dir string, cf
 // run sends batches until the deadline and returns the batch latencies.
 func (bc *benchConn) run(ctx context.Context, deadline time.Time, cfg IngestConfig, readings, errors, quarantined *atomic.Int64) []time.Duration {
 	per := cfg.Batch / cfg.Streams
-	rng := mrand.New(mrand.NewPCG(bc.seed, 42))
-	ids := mrand.NewChaCha8([32]byte{byte(bc.seed), byte(bc.seed >> 8), 7})
-	values := make([]float64, len(bc.keys))
-	for i := range values {
-		values[i] = float64(200 + rng.IntN(2000))
+	// The random walk goes on from the warm-up batch: starting it afresh
+	// would send the warm-up's values again, a replay the plausibility
+	// checks rightly quarantine.
+	if bc.rng == nil {
+		bc.rng = mrand.New(mrand.NewPCG(bc.seed, 42))
+		bc.values = make([]float64, len(bc.keys))
+		for i := range bc.values {
+			bc.values[i] = float64(200 + bc.rng.IntN(2000))
+		}
 	}
+	rng, values := bc.rng, bc.values
+	ids := mrand.NewChaCha8([32]byte{byte(bc.seed), byte(bc.seed >> 8), 7, bc.runs})
+	bc.runs++
 	b := wire.Batch{Series: make([]wire.Series, len(bc.keys))}
 	for i := range b.Series {
 		b.Series[i] = wire.Series{Key: bc.keys[i], Readings: make([]wire.Reading, per)}

@@ -269,8 +269,14 @@ func (d *Detector) Check(ctx StreamContext, rs []wire.Reading) []Verdict {
 	frozenSpan := kr.FrozenSpan.Milliseconds()
 	win := kr.ReplayWindow
 	sample := uint64(1) // fingerprint one window in sample, about one per ReplaySample
-	if per := kr.ReplaySample.Milliseconds(); per > 0 && st.step > 0 && st.step < per {
-		sample = uint64(per / st.step)
+	step := st.step
+	if step == 0 && len(rs) > 1 {
+		// A new stream: judge its rate by this batch, or its first
+		// batch of a fast stream would be treated as a slow one.
+		step = (maxT - minT) / int64(len(rs)-1)
+	}
+	if per := kr.ReplaySample.Milliseconds(); per > 0 && step > 0 && step < per {
+		sample = uint64(per / step)
 	}
 	bl := &kr.Baseline
 	useBase := bl.enabled() && !ctx.NoBaseline
