@@ -182,6 +182,7 @@ type streamState struct {
 	// baseLast is the time of the last reading the baseline learned from
 	// (not persisted: after a restart the next reading is learned from).
 	baseLast int64
+	bounds   bounds
 }
 
 type bucket struct {

@@ -421,3 +421,30 @@ func TestReplayFastStream(t *testing.T) {
 	}
 	t.Logf("replayed hour at 1 Hz: %d of %d readings caught", caught, len(hour))
 }
+
+// TestBaselineFastStream: a 1 Hz stream learns once per 5 minutes but
+// every reading is scored: an outlier between two learning points is
+// flagged, and clean readings are not.
+func TestBaselineFastStream(t *testing.T) {
+	d := newDet(t)
+	ctx := ctxFor(KindPower)
+	ctx.Site.MaxPowerW = 43470
+	const day = 86_400
+	flagged := 0
+	for b := range 3 * day / 600 { // three days in batches of 10 minutes
+		rs := secs(t0+int64(b)*600_000, 600, func(i int) float64 { return wobble(b*600+i) / 100 })
+		ctx.Received = rs[len(rs)-1].Time + 1000
+		flagged += len(d.Check(ctx, rs))
+	}
+	if flagged > 0 {
+		t.Fatalf("%d clean readings flagged", flagged)
+	}
+	next := t0 + 3*day*1000
+	rs := secs(next, 600, func(i int) float64 { return wobble(i) / 100 })
+	rs[437].Value = 20000 // far from a standby load of ~4.5 W, yet within the connection limit
+	ctx.Received = rs[599].Time + 1000
+	vs := d.Check(ctx, rs)
+	if len(vs) != 1 || vs[0].Index != 437 || !vs[0].Has(RuleBaseline) {
+		t.Fatalf("outlier between learning points: %v", flaggedRules(vs))
+	}
+}

@@ -42,8 +42,13 @@ func bucketOf(ts int64) int {
 
 // baseline scores v against its bucket and returns the statistical reason
 // bits. With full it also feeds the CUSUM and learns from v (slowly if it
-// was flagged); otherwise v shares the CUSUM's current verdict.
+// was flagged); otherwise v is only scored (scoreOnly) and shares the
+// CUSUM's current verdict.
 func (s *stream) baseline(bl *BaselineRules, ts int64, v float64, full bool) uint32 {
+	if !full {
+		return s.scoreOnly(bl, ts, v)
+	}
+	s.bounds.ok = false // the bucket learns from v
 	y := compress(v, bl.Scale)
 	b := &s.base[bucketOf(ts)]
 	var why uint32
@@ -52,12 +57,6 @@ func (s *stream) baseline(bl *BaselineRules, ts int64, v float64, full bool) uin
 		z := (y - b.m) / (1.4826*b.d + bl.Floor)
 		if bl.Z > 0 && (z > bl.Z || z < -bl.Z) {
 			why |= 1 << RuleBaseline
-		}
-		if !full {
-			if bl.CusumH > 0 && (s.cusumUp > bl.CusumH || s.cusumDown > bl.CusumH) {
-				why |= 1 << RuleLevelShift
-			}
-			return why
 		}
 		if bl.CusumH > 0 {
 			c := max(-zClip, min(zClip, z))
@@ -74,9 +73,6 @@ func (s *stream) baseline(bl *BaselineRules, ts int64, v float64, full bool) uin
 			eta /= 4 // a lasting genuine change is learned, slowly
 		}
 	} else {
-		if !full {
-			return 0
-		}
 		eta = max(eta, 1/float64(b.n+2))
 	}
 	if b.n == 0 {
@@ -96,6 +92,55 @@ func (s *stream) baseline(bl *BaselineRules, ts int64, v float64, full bool) uin
 	dd := math.Abs(y-b.m) - b.d
 	b.d += math.Copysign(math.Min(step, math.Abs(dd)), dd)
 	return why
+}
+
+// bounds caches, for the readings between two the baseline learns from,
+// the values outside which the current hour's bucket flags a reading: the
+// z-test in the value domain, two comparisons instead of a logarithm and a
+// division per reading. Not persisted.
+type bounds struct {
+	ok     bool
+	hourLo int64 // the cached hour (solar time)
+	lo, hi float64
+	shift  bool // the CUSUM's verdict
+}
+
+// scoreOnly scores v against its bucket without learning (see
+// BaselineRules.Every).
+func (s *stream) scoreOnly(bl *BaselineRules, ts int64, v float64) uint32 {
+	c := &s.bounds
+	if !c.ok || ts < c.hourLo || ts >= c.hourLo+msPerHour {
+		c.ok, c.hourLo = true, ts-((ts%msPerHour)+msPerHour)%msPerHour
+		c.lo, c.hi, c.shift = math.Inf(-1), math.Inf(1), false
+		if b := &s.base[bucketOf(ts)]; int(b.n) >= bl.MinSamples {
+			if bl.Z > 0 {
+				w := bl.Z * (1.4826*b.d + bl.Floor)
+				c.lo, c.hi = expand(b.m-w, bl.Scale), expand(b.m+w, bl.Scale)
+			}
+			c.shift = bl.CusumH > 0 && (s.cusumUp > bl.CusumH || s.cusumDown > bl.CusumH)
+		}
+	}
+	var why uint32
+	if v < c.lo || v > c.hi {
+		why |= 1 << RuleBaseline
+	}
+	if c.shift {
+		why |= 1 << RuleLevelShift
+	}
+	return why
+}
+
+// expand is the inverse of compress (exact, where compress approximates
+// log2 to about 0.01: the bounds agree with the z-test to that precision).
+func expand(y, scale float64) float64 {
+	if scale == 0 {
+		return y
+	}
+	x := scale * (math.Exp2(math.Abs(y)) - 1)
+	if y < 0 {
+		return -x
+	}
+	return x
 }
 
 // fingerprints is a set of 32-bit window fingerprints in two generations:
