@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 
 	"golang.org/x/mod/sumdb/note"
 
@@ -15,10 +16,12 @@ import (
 	"github.com/custos-iot/custos/internal/audit"
 	"github.com/custos-iot/custos/internal/datamap"
 	"github.com/custos-iot/custos/internal/errs"
+	"github.com/custos-iot/custos/internal/plausibility"
 	"github.com/custos-iot/custos/internal/registry"
 	"github.com/custos-iot/custos/internal/rollup"
 	"github.com/custos-iot/custos/internal/series"
 	"github.com/custos-iot/custos/internal/store"
+	"github.com/custos-iot/custos/internal/wire"
 )
 
 // noPersonalData declares the tables and data-directory entries that hold
@@ -53,6 +56,8 @@ var noPersonalData = map[string]string{
 	"oauth_refresh_tokens": "hashes of refresh tokens with their family; no subject",
 	"oauth_access_tokens":  "access token IDs (10 min): app, user account ID, scopes; no subject",
 	"oauth":                "the OAuth2 server's token-signing and code-encryption keys",
+	// Plausibility (docs/plausibility.md).
+	"plausibility_policies": "a tenant's plausibility policy (limits, rules on or off); no subject",
 }
 
 // exportDir is where subjects' export archives are kept until downloaded:
@@ -138,6 +143,20 @@ func DataMap(h *Hub) *datamap.Map {
 			Export:     func(ctx context.Context, r datamap.Ref, out datamap.Sink) error { return h.exportRollups(ctx, r, out) },
 			Erase: func(ctx context.Context, r datamap.Ref) (datamap.Erased, error) {
 				return h.eraseRows(ctx, r, "rollups")
+			},
+		},
+		{
+			// Readings the plausibility checks held back, and what the
+			// checks learned from the subject's streams (sealed).
+			Name:       "quarantine",
+			Categories: append([]string{"plausibility state learned from readings"}, cats...),
+			Tables:     []string{"quarantine", "plausibility_state"},
+			Export: func(ctx context.Context, r datamap.Ref, out datamap.Sink) error {
+				return h.exportQuarantine(ctx, r, out)
+			},
+			Erase: func(ctx context.Context, r datamap.Ref) (datamap.Erased, error) {
+				n, err := h.Store.EraseSubjectQuarantine(ctx, r.Tenant, r.Subject)
+				return datamap.Erased{Items: n, Note: "sealed rows deleted (already unreadable once the key is destroyed)"}, err
 			},
 		},
 		{
@@ -544,4 +563,41 @@ func (h *Hub) openReceiptKey() (note.Signer, string, error) {
 		return nil, "", err
 	}
 	return s, vkey, nil
+}
+
+// exportQuarantine writes the subject's quarantined readings with the
+// reasons they were held back. The learned plausibility state (medians,
+// fingerprints) is derived and not exported.
+func (h *Hub) exportQuarantine(ctx context.Context, r datamap.Ref, out datamap.Sink) error {
+	qs, err := h.Store.SubjectQuarantine(ctx, r.Tenant, r.Subject)
+	if err != nil {
+		return err
+	}
+	var rows [][]string
+	for _, q := range qs {
+		pt, err := h.sealer.Open(ctx, q.Subject, q.Data, series.QuarantineAD(q.Tenant, q.Stream, q.Connector, q.Batch, q.Seq))
+		if err != nil {
+			return err
+		}
+		rs, err := wire.DecodeBlock(pt, nil)
+		if err != nil {
+			return errs.E(errs.Integrity, "a quarantined block cannot be decoded")
+		}
+		var why []plausibility.Verdict
+		json.Unmarshal(q.Reasons, &why)
+		reasons := make([]string, len(rs))
+		for _, v := range why {
+			if v.Index >= 0 && v.Index < len(rs) {
+				var names []string
+				for _, x := range v.Reasons {
+					names = append(names, x.Rule.String())
+				}
+				reasons[v.Index] = strings.Join(names, " ")
+			}
+		}
+		for i, rd := range rs {
+			rows = append(rows, []string{string(q.Stream), strconv.FormatInt(rd.Time, 10), strconv.FormatFloat(rd.Value, 'g', -1, 64), strconv.Itoa(int(rd.Quality)), reasons[i]})
+		}
+	}
+	return out.CSV("quarantine.csv", []string{"stream", "time_ms", "value", "quality", "reasons"}, rows)
 }

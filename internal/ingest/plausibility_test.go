@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/custos-iot/custos/internal/collection"
 	"github.com/custos-iot/custos/internal/errs"
 	"github.com/custos-iot/custos/internal/plausibility"
 	"github.com/custos-iot/custos/internal/registry"
@@ -61,6 +62,12 @@ func (f *fakeStore) Connector(_ context.Context, t registry.TenantID, c registry
 	return registry.Connector{ID: c, Tenant: t, Status: registry.ConnectorActive}, nil
 }
 func (f *fakeStore) TouchConnector(context.Context, registry.ConnectorID, int64) error { return nil }
+func (f *fakeStore) ConnectorCollectionPolicies(context.Context, registry.ConnectorID) (map[registry.StreamID]collection.Record, error) {
+	return nil, nil
+}
+func (f *fakeStore) CountPolicyRefusals(context.Context, registry.StreamID, int64, int64) error {
+	return nil
+}
 func (f *fakeStore) PlausibilityPolicy(context.Context, registry.TenantID) ([]byte, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -223,3 +223,37 @@ func (s *Store) SavePlausibilityStates(ctx context.Context, vs []series.Plausibi
 	}
 	return tx.Commit()
 }
+
+// EraseSubjectQuarantine deletes a data subject's quarantined blocks and
+// saved plausibility state (sealed, so unreadable already once the key is
+// destroyed) and reports how many rows it deleted.
+func (s *Store) EraseSubjectQuarantine(ctx context.Context, t registry.TenantID, sub registry.SubjectID) (int, error) {
+	n := 0
+	for _, table := range []string{"quarantine", "plausibility_state"} {
+		k, err := s.purgeStep(ctx, `DELETE FROM `+table+` WHERE tenant_id = ? AND subject_id = ?`, t, sub)
+		if err != nil {
+			return n, err
+		}
+		n += k
+	}
+	return n, nil
+}
+
+// SubjectQuarantine lists the quarantined blocks of a data subject, for
+// its export.
+func (s *Store) SubjectQuarantine(ctx context.Context, t registry.TenantID, sub registry.SubjectID) ([]series.Quarantined, error) {
+	rows, err := s.db.QueryContext(ctx, s.q(`SELECT `+quarantineCols+` FROM quarantine WHERE tenant_id = ? AND subject_id = ? ORDER BY id`), t, sub)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []series.Quarantined
+	for rows.Next() {
+		v, err := scanQuarantined(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, rows.Err()
+}
