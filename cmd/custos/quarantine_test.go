@@ -34,6 +34,9 @@ func TestQuarantineCLI(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Setenv("CUSTOS_TENANT", string(ten.ID))
+	if _, err := c.GrantSelf(ctx, ten.ID); err != nil {
+		t.Fatal(err)
+	}
 	hh, err := c.AddHousehold(ctx, ten.ID, "house-1", "Member One")
 	if err != nil {
 		t.Fatal(err)

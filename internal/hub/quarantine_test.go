@@ -102,6 +102,9 @@ func testQuarantine(t *testing.T, cfg hub.Config) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if _, err := c.GrantSelf(ctx, ten.ID); err != nil {
+		t.Fatal(err)
+	}
 	m := addMember(t, h, c, ten.ID, "house-q", registry.Profile{Name: "Member Q"})
 	st := m.hh.Streams[1] // import_power_w, W
 
@@ -244,6 +247,9 @@ func TestPlausibilityPolicy(t *testing.T) {
 	ctx := context.Background()
 	ten, err := c.CreateTenant(ctx, "Policy Coop")
 	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.GrantSelf(ctx, ten.ID); err != nil {
 		t.Fatal(err)
 	}
 	m := addMember(t, h, c, ten.ID, "house-p", registry.Profile{Name: "Member P"})
