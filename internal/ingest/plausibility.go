@@ -34,7 +34,7 @@ type PlausibilityStore interface {
 // per stream, whether its saved state was loaded and whether it changed
 // since it was last saved.
 type guard struct {
-	mu       sync.Mutex
+	mu       sync.RWMutex
 	policies map[registry.TenantID]*policyEntry
 	streams  map[registry.StreamID]*guardStream
 }
@@ -76,13 +76,17 @@ func KindOf(st registry.Stream) (k plausibility.Kind, ok bool) {
 // that cannot be loaded fails the request (the connector retries): the
 // checks fail closed.
 func (s *Service) policy(ctx context.Context, t registry.TenantID) (plausibility.Policy, error) {
-	s.guard.mu.Lock()
+	s.guard.mu.RLock()
 	e := s.guard.policies[t]
+	s.guard.mu.RUnlock()
 	if e == nil {
-		e = &policyEntry{}
-		s.guard.policies[t] = e
+		s.guard.mu.Lock()
+		if e = s.guard.policies[t]; e == nil {
+			e = &policyEntry{}
+			s.guard.policies[t] = e
+		}
+		s.guard.mu.Unlock()
 	}
-	s.guard.mu.Unlock()
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if now := s.cfg.Now(); e.loaded.IsZero() || now.Sub(e.loaded) >= s.cfg.PolicyTTL {
@@ -141,13 +145,17 @@ func (s *Service) SetPolicy(t registry.TenantID, p plausibility.Policy) error {
 // stream returns the guard entry of a stream, loading its saved state into
 // the detector on first use.
 func (s *Service) guardStream(ctx context.Context, v registry.Stream) *guardStream {
-	s.guard.mu.Lock()
+	s.guard.mu.RLock()
 	gs := s.guard.streams[v.ID]
+	s.guard.mu.RUnlock()
 	if gs == nil {
-		gs = &guardStream{tenant: v.Tenant, subject: v.Subject}
-		s.guard.streams[v.ID] = gs
+		s.guard.mu.Lock()
+		if gs = s.guard.streams[v.ID]; gs == nil {
+			gs = &guardStream{tenant: v.Tenant, subject: v.Subject}
+			s.guard.streams[v.ID] = gs
+		}
+		s.guard.mu.Unlock()
 	}
-	s.guard.mu.Unlock()
 	gs.once.Do(func() {
 		saved, err := s.cfg.Plausibility.LoadPlausibilityState(ctx, v.Tenant, v.ID)
 		if err != nil {
@@ -214,7 +222,9 @@ func (s *Service) check(ctx context.Context, v registry.Stream, recv int64, rs [
 		slices.SortStableFunc(in, byTime)
 	}
 	vs := s.cfg.Detector.Check(sctx, in)
-	gs.dirty.Store(true)
+	if !gs.dirty.Load() {
+		gs.dirty.Store(true)
+	}
 	vs = pol.Filter(vs)
 	n := 0
 	for _, x := range vs {
