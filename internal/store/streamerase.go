@@ -43,7 +43,9 @@ func (s *Store) EraseStreamReadings(ctx context.Context, t registry.TenantID, st
 		n += int(k)
 		return nil
 	}
-	for _, table := range []string{"chunks", "landing"} {
+	// Quarantined readings are raw readings too, and the plausibility
+	// state is learned from them.
+	for _, table := range []string{"chunks", "landing", "quarantine", "plausibility_state"} {
 		if err := del(`DELETE FROM `+table+` WHERE tenant_id = ? AND stream_id = ?`, t, st); err != nil {
 			return 0, err
 		}
