@@ -204,6 +204,16 @@ func testQuarantine(t *testing.T, cfg hub.Config) {
 		t.Fatal("another tenant rejected this tenant's quarantine")
 	}
 
+	// A key roll re-seals the quarantine (and the detector's state) under
+	// the new key before the old one is retired: still readable after.
+	rj := rollKeys(t, c, api.RollRequest{Subjects: []registry.SubjectID{m.hh.Subject.ID}})
+	if rj.Retired != 1 || rj.Unreadable != 0 {
+		t.Fatalf("roll: %+v", rj)
+	}
+	if again, err := c.Quarantine(ctx, ten.ID, "", "", 0); err != nil || len(again.Entries) != 1 || again.Entries[0].Readings[0].Value != spike {
+		t.Fatalf("quarantine after a key roll: %+v %v", again, err)
+	}
+
 	// Erasure: the subject's quarantine is unreadable at once and purged.
 	if _, err := c.EraseSubject(ctx, ten.ID, m.hh.Subject.ID); err != nil {
 		t.Fatal(err)

@@ -674,6 +674,10 @@ func sealedAD(v *store.Sealed) []byte {
 		return series.ChunkAD(v.Tenant, v.Stream, b*series.BucketMS)
 	case store.SealedRollup:
 		return series.RollupAD(v.Tenant, v.Stream, v.Res, v.Period)
+	case store.SealedQuarantine:
+		return series.QuarantineAD(v.Tenant, v.Stream, v.Connector, v.Batch, v.Seq)
+	case store.SealedPlausibility:
+		return series.PlausibilityStateAD(v.Tenant, v.Stream)
 	}
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/custos-iot/custos/internal/registry"
 	"github.com/custos-iot/custos/internal/rollup"
+	"github.com/custos-iot/custos/internal/wire"
 )
 
 // SealedKind names the place a sealed value is stored in.
@@ -18,6 +19,10 @@ const (
 	SealedLanding SealedKind = "landing" // landing.data
 	SealedChunk   SealedKind = "chunk"   // chunks.data
 	SealedRollup  SealedKind = "rollup"  // rollups.data
+	// SealedQuarantine is a quarantined block (quarantine.data).
+	SealedQuarantine SealedKind = "quarantine"
+	// SealedPlausibility is a stream's learned state (plausibility_state.data).
+	SealedPlausibility SealedKind = "plausibility"
 )
 
 // Sealed is one value sealed under a data subject's key, with what is
@@ -34,6 +39,10 @@ type Sealed struct {
 	// Res and Period locate a rollup row.
 	Res    rollup.Resolution
 	Period int64
+	// Connector, Batch and Seq locate a quarantined block (its AD).
+	Connector registry.ConnectorID
+	Batch     wire.BatchID
+	Seq       int
 	// Data is the sealed value.
 	Data []byte
 
@@ -111,6 +120,63 @@ func (s *Store) Reseal(ctx context.Context, t registry.TenantID, subj registry.S
 	}
 	for _, stream := range streams {
 		one, err := s.resealStream(ctx, t, subj, stream, fn)
+		st.add(one)
+		if err != nil {
+			return st, err
+		}
+	}
+	// Quarantined blocks and the detector's learned state.
+	after = int64(math.MinInt64)
+	for {
+		rows, err := s.db.QueryContext(ctx, s.q(`SELECT id, stream_id, connector_id, batch_id, seq, data FROM quarantine
+			WHERE subject_id = ? AND tenant_id = ? AND id > ? ORDER BY id LIMIT ?`), subj, t, after, resealPage)
+		if err != nil {
+			return st, err
+		}
+		var page []Sealed
+		for rows.Next() {
+			v := Sealed{Kind: SealedQuarantine, Tenant: t, Subject: subj}
+			var batch []byte
+			if err := rows.Scan(&v.id, &v.Stream, &v.Connector, &batch, &v.Seq, &v.Data); err != nil {
+				rows.Close()
+				return st, err
+			}
+			copy(v.Batch[:], batch)
+			page = append(page, v)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return st, err
+		}
+		if len(page) == 0 {
+			break
+		}
+		after = page[len(page)-1].id
+		one, err := s.resealPage(ctx, page, fn)
+		st.add(one)
+		if err != nil {
+			return st, err
+		}
+	}
+	rows, err := s.db.QueryContext(ctx, s.q(`SELECT stream_id, data FROM plausibility_state WHERE subject_id = ? AND tenant_id = ?`), subj, t)
+	if err != nil {
+		return st, err
+	}
+	var states []Sealed
+	for rows.Next() {
+		v := Sealed{Kind: SealedPlausibility, Tenant: t, Subject: subj}
+		if err := rows.Scan(&v.Stream, &v.Data); err != nil {
+			rows.Close()
+			return st, err
+		}
+		states = append(states, v)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return st, err
+	}
+	for i := 0; i < len(states); i += resealPage {
+		one, err := s.resealPage(ctx, states[i:min(i+resealPage, len(states))], fn)
 		st.add(one)
 		if err != nil {
 			return st, err
@@ -255,6 +321,10 @@ func (s *Store) resealPage(ctx context.Context, page []Sealed, fn func(*Sealed) 
 		case SealedRollup:
 			res, err = tx.ExecContext(ctx, s.q(`UPDATE rollups SET data = ? WHERE stream_id = ? AND res = ? AND period_ms = ? AND subject_id = ? AND data = ?`),
 				w.data, v.Stream, string(v.Res), v.Period, v.Subject, v.Data)
+		case SealedQuarantine:
+			res, err = tx.ExecContext(ctx, s.q(`UPDATE quarantine SET data = ? WHERE id = ? AND subject_id = ? AND data = ?`), w.data, v.id, v.Subject, v.Data)
+		case SealedPlausibility:
+			res, err = tx.ExecContext(ctx, s.q(`UPDATE plausibility_state SET data = ? WHERE stream_id = ? AND subject_id = ? AND data = ?`), w.data, v.Stream, v.Subject, v.Data)
 		}
 		if err != nil {
 			return st, err
