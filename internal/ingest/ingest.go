@@ -101,11 +101,17 @@ type Service struct {
 type connState struct {
 	mu      sync.Mutex
 	loaded  time.Time
+	view    *connView // replaced, never modified, by a reload
+	err     error
+	touched time.Time // when last-seen was last written
+}
+
+// connView is what was loaded about a connector; immutable once loaded,
+// so requests read it without holding the lock while a reload replaces it.
+type connView struct {
 	status  registry.ConnectorStatus
 	streams map[string]registry.Stream
 	rules   map[string]collection.Rule // by key; absent: collection.DefaultRule
-	err     error
-	touched time.Time // when last-seen was last written
 }
 
 type commit struct {
@@ -184,11 +190,11 @@ type Identity struct {
 // it must exist in its tenant and not be revoked. The answer is cached for
 // Config.StatusTTL; Forget drops the cache entry at once.
 func (s *Service) Check(ctx context.Context, id Identity) error {
-	st, err := s.state(ctx, id)
+	_, v, err := s.state(ctx, id)
 	if err != nil {
 		return err
 	}
-	if st.status == registry.ConnectorRevoked {
+	if v.status == registry.ConnectorRevoked {
 		return errs.E(errs.Forbidden, "connector is revoked")
 	}
 	return nil
@@ -206,7 +212,7 @@ func (s *Service) Forget(c registry.ConnectorID) {
 	s.mu.Unlock()
 }
 
-func (s *Service) state(ctx context.Context, id Identity) (*connState, error) {
+func (s *Service) state(ctx context.Context, id Identity) (*connState, *connView, error) {
 	s.mu.Lock()
 	st := s.conns[id]
 	if st == nil {
@@ -218,31 +224,35 @@ func (s *Service) state(ctx context.Context, id Identity) (*connState, error) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if now := s.cfg.Now(); st.loaded.IsZero() || now.Sub(st.loaded) >= s.cfg.StatusTTL {
-		st.err = s.load(ctx, id, st)
+		v, err := s.load(ctx, id)
+		st.err = err
+		if err == nil {
+			st.view = v
+		}
 		st.loaded = now
 	}
 	if st.err != nil {
-		return nil, st.err
+		return nil, nil, st.err
 	}
-	return st, nil
+	return st, st.view, nil
 }
 
-func (s *Service) load(ctx context.Context, id Identity, st *connState) error {
+func (s *Service) load(ctx context.Context, id Identity) (*connView, error) {
 	c, err := s.cfg.Store.Connector(ctx, id.Tenant, id.Connector)
 	if err != nil {
 		if errs.Is(errs.NotFound, err) {
-			return errs.E(errs.Forbidden, "unknown connector")
+			return nil, errs.E(errs.Forbidden, "unknown connector")
 		}
-		return err
+		return nil, err
 	}
-	st.status = c.Status
+	st := &connView{status: c.Status}
 	list, err := s.cfg.Store.ConnectorStreams(ctx, id.Connector)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	pols, err := s.cfg.Store.ConnectorCollectionPolicies(ctx, id.Connector)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	st.streams = make(map[string]registry.Stream, len(list))
 	st.rules = make(map[string]collection.Rule, len(pols))
@@ -254,7 +264,7 @@ func (s *Service) load(ctx context.Context, id Identity, st *connState) error {
 			}
 		}
 	}
-	return nil
+	return st, nil
 }
 
 // Accept decodes a request body of one or more wire batches from a
@@ -309,11 +319,11 @@ func (s *Service) Prepare(ctx context.Context, id Identity, body []byte) (_ *Pen
 		}
 		return nil, errs.E(op, kind, err)
 	}
-	st, err := s.state(ctx, id)
+	st, view, err := s.state(ctx, id)
 	if err != nil {
 		return nil, errs.E(op, err)
 	}
-	if st.status == registry.ConnectorRevoked {
+	if view.status == registry.ConnectorRevoked {
 		return nil, errs.E(op, errs.Forbidden, "connector is revoked")
 	}
 	// Every stream is authorised before any reading is checked, so that a
@@ -321,7 +331,7 @@ func (s *Service) Prepare(ctx context.Context, id Identity, body []byte) (_ *Pen
 	for i := range batches {
 		b := &batches[i]
 		for j := range b.Series {
-			if _, ok := st.streams[b.Series[j].Key]; !ok {
+			if _, ok := view.streams[b.Series[j].Key]; !ok {
 				return nil, errs.E(op, errs.Forbidden, fmt.Sprintf("batch %s: stream %q is not a stream of this connector's devices", b.ID, b.Series[j].Key))
 			}
 		}
@@ -341,12 +351,12 @@ func (s *Service) Prepare(ctx context.Context, id Identity, body []byte) (_ *Pen
 		out.Connector, out.ID = id.Connector, b.ID
 		for j := range b.Series {
 			sr := &b.Series[j]
-			v := st.streams[sr.Key]
+			v := view.streams[sr.Key]
 			rs, block, minT, maxT := sr.Readings, sr.Block, sr.MinTime, sr.MaxTime
 			// Readings the stream's collection policy does not allow
 			// are not stored at all, not even in quarantine: the hub has
 			// no basis to keep them. The rest of the batch is stored.
-			if rule, ok := st.rules[sr.Key]; ok {
+			if rule, ok := view.rules[sr.Key]; ok {
 				keep, refused, why := rule.Filter(rs)
 				if refused > 0 {
 					p.refused = append(p.refused, Refusal{Key: sr.Key, Readings: refused, Reason: why, stream: v.ID, batch: i})
