@@ -31,7 +31,6 @@ type bed struct {
 	stop func()
 }
 
-func newBed(ctx context.Context, dir string) (*bed, error) { return newBedWith(ctx, dir, nil) }
 
 func newBedWith(ctx context.Context, dir string, tweak func(*hub.Config)) (*bed, error) {
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
