@@ -31,7 +31,6 @@ type bed struct {
 	stop func()
 }
 
-
 func newBedWith(ctx context.Context, dir string, tweak func(*hub.Config)) (*bed, error) {
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	cfg := hub.Config{DataDir: filepath.Join(dir, "hub"), APIAddr: "127.0.0.1:0", DeviceAddr: "127.0.0.1:0", Log: quiet}
