@@ -401,43 +401,109 @@ func (es entities) Get(uid cedar.EntityUID) (cedar.Entity, bool) {
 }
 
 // cedarRequest builds the principal and resource entities of a checked
-// request and its Cedar request (without context).
+// request and its Cedar request (without context). Entities are immutable
+// and the same for every request of a principal and of a path: they come
+// from a bounded cache, so a decision allocates less (which is what keeps
+// its tail short with many grants in the heap).
 func cedarRequest(req Request) (entities, cedar.Request) {
-	t := req.Tenant
-	p := req.Resource
-	es := make(entities, 0, 2)
+	principal := principalEntity(req)
+	target := targetEntity(req)
+	return entities{principal, target}, cedar.Request{Principal: principal.UID, Action: actionRead, Resource: target.UID}
+}
 
-	roles := make([]cedar.Value, len(req.Roles))
-	roleUIDs := make([]cedar.EntityUID, len(req.Roles))
-	for i, r := range req.Roles {
-		roles[i] = cedar.String(r)
-		roleUIDs[i] = cedar.NewEntityUID(typRole, scoped(t, string(r)))
-	}
-	attrs := cedar.RecordMap{"roles": cedar.NewSet(roles...)}
-	if req.MemberOf != "" {
-		attrs["memberOf"] = resourceUID(t, SubjectResource(req.MemberOf))
-	}
-	principal := cedar.NewEntityUID(typPrincipal, scoped(t, string(req.Principal)))
-	es = append(es, cedar.Entity{UID: principal, Parents: cedar.NewEntityUIDSet(roleUIDs...), Attributes: cedar.NewRecord(attrs)})
+// entityCacheMax bounds each cache; a full cache starts over.
+const entityCacheMax = 1 << 16
 
-	// The target, with all its ancestors and groups as direct parents:
-	// the transitive closure Cedar expects of an entity store, so that
-	// "resource in X" is one set lookup. The ancestors need no entities of
-	// their own (they have no attributes, and their parents are here).
-	ancestors := make([]cedar.EntityUID, 0, 5+len(p.Groups))
-	target := tenantUID(t)
-	for _, l := range [...]Resource{SubjectResource(p.Subject), SiteResource(p.Site), DeviceResource(p.Device), StreamResource(p.Stream)} {
-		if l.ID == "" {
-			break
+type principalKey struct {
+	t     registry.TenantID
+	p     PrincipalID
+	m     registry.SubjectID
+	roles uint8 // bit i: Roles[i]
+}
+
+type targetKey struct {
+	t                   registry.TenantID
+	sub, site, dev, str string
+	groups              [4]GroupID // paths in more groups are not cached
+}
+
+var entityCache struct {
+	mu         sync.RWMutex
+	principals map[principalKey]cedar.Entity
+	targets    map[targetKey]cedar.Entity
+}
+
+func cachedEntity[K comparable](m *map[K]cedar.Entity, k K, build func() cedar.Entity) cedar.Entity {
+	entityCache.mu.RLock()
+	e, ok := (*m)[k]
+	entityCache.mu.RUnlock()
+	if ok {
+		return e
+	}
+	e = build()
+	entityCache.mu.Lock()
+	if *m == nil || len(*m) >= entityCacheMax {
+		*m = make(map[K]cedar.Entity)
+	}
+	(*m)[k] = e
+	entityCache.mu.Unlock()
+	return e
+}
+
+// principalEntity is the principal with its roles as parents and the
+// attributes the member rule reads.
+func principalEntity(req Request) cedar.Entity {
+	k := principalKey{t: req.Tenant, p: req.Principal, m: req.MemberOf}
+	for _, r := range req.Roles {
+		k.roles |= 1 << slices.Index(Roles, r) // checked: every role is in Roles
+	}
+	return cachedEntity(&entityCache.principals, k, func() cedar.Entity {
+		t := req.Tenant
+		var roles []cedar.Value
+		var roleUIDs []cedar.EntityUID
+		for i, r := range Roles {
+			if k.roles&(1<<i) != 0 {
+				roles = append(roles, cedar.String(r))
+				roleUIDs = append(roleUIDs, cedar.NewEntityUID(typRole, scoped(t, string(r))))
+			}
 		}
-		ancestors = append(ancestors, target)
-		target = resourceUID(t, l)
+		attrs := cedar.RecordMap{"roles": cedar.NewSet(roles...)}
+		if req.MemberOf != "" {
+			attrs["memberOf"] = resourceUID(t, SubjectResource(req.MemberOf))
+		}
+		uid := cedar.NewEntityUID(typPrincipal, scoped(t, string(req.Principal)))
+		return cedar.Entity{UID: uid, Parents: cedar.NewEntityUIDSet(roleUIDs...), Attributes: cedar.NewRecord(attrs)}
+	})
+}
+
+// targetEntity is the target, with all its ancestors and groups as direct
+// parents: the transitive closure Cedar expects of an entity store, so that
+// "resource in X" is one set lookup. The ancestors need no entities of
+// their own (they have no attributes, and their parents are here). Paths
+// in more than four groups are built every time.
+func targetEntity(req Request) cedar.Entity {
+	t, p := req.Tenant, req.Resource
+	build := func() cedar.Entity {
+		ancestors := make([]cedar.EntityUID, 0, 5+len(p.Groups))
+		target := tenantUID(t)
+		for _, l := range [...]Resource{SubjectResource(p.Subject), SiteResource(p.Site), DeviceResource(p.Device), StreamResource(p.Stream)} {
+			if l.ID == "" {
+				break
+			}
+			ancestors = append(ancestors, target)
+			target = resourceUID(t, l)
+		}
+		for _, g := range p.Groups {
+			ancestors = append(ancestors, resourceUID(t, GroupResource(g)))
+		}
+		return cedar.Entity{UID: target, Parents: cedar.NewEntityUIDSet(ancestors...)}
 	}
-	for _, g := range p.Groups {
-		ancestors = append(ancestors, resourceUID(t, GroupResource(g)))
+	k := targetKey{t: t, sub: string(p.Subject), site: string(p.Site), dev: string(p.Device), str: string(p.Stream)}
+	if len(p.Groups) > len(k.groups) {
+		return build()
 	}
-	es = append(es, cedar.Entity{UID: target, Parents: cedar.NewEntityUIDSet(ancestors...)})
-	return es, cedar.Request{Principal: principal, Action: actionRead, Resource: target}
+	copy(k.groups[:], p.Groups)
+	return cachedEntity(&entityCache.targets, k, build)
 }
 
 func cedarContext(req Request, rank int) cedar.Record {

@@ -6,6 +6,8 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
+	"runtime"
+	"runtime/debug"
 	"path/filepath"
 	"time"
 
@@ -17,8 +19,11 @@ import (
 
 // AuthzResult is the outcome of Authz.
 type AuthzResult struct {
-	// Grants is how many grants the decider held.
-	Grants int `json:"grants"`
+	// Grants is how many grants the decider held; HeapMB the live heap
+	// with them loaded (after a GC), GCPercent the GOGC in effect.
+	Grants    int     `json:"grants"`
+	HeapMB    float64 `json:"heap_mb"`
+	GCPercent int     `json:"gc_percent"`
 	// P50/P99DecisionUS: in-process decisions with Grants loaded, µs.
 	P50DecisionUS float64 `json:"p50_decision_us"`
 	P99DecisionUS float64 `json:"p99_decision_us"`
@@ -91,6 +96,12 @@ func Authz(ctx context.Context, dir string, progress io.Writer) (AuthzResult, er
 		return res, err
 	}
 	res.Grants = d.Len()
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	res.HeapMB = float64(ms.HeapAlloc) / (1 << 20)
+	res.GCPercent = debug.SetGCPercent(-1)
+	debug.SetGCPercent(res.GCPercent)
 	fmt.Fprintf(progress, "timing %d decisions...\n", 10*len(reqs))
 	var ds []time.Duration
 	for range 10 {
