@@ -6,9 +6,9 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"runtime"
 	"runtime/debug"
-	"path/filepath"
 	"time"
 
 	"github.com/custos-iot/custos/internal/access"
