@@ -132,18 +132,14 @@ func DataMap(h *Hub) *datamap.Map {
 			Categories: cats,
 			Tables:     []string{"chunks", "landing"},
 			Export:     func(ctx context.Context, r datamap.Ref, out datamap.Sink) error { return h.exportReadings(ctx, r, out) },
-			Erase: func(ctx context.Context, r datamap.Ref) (datamap.Erased, error) {
-				return h.eraseRows(ctx, r, "chunks", "landing")
-			},
+			Erase: func(ctx context.Context, r datamap.Ref) (datamap.Erased, error) { return h.purgedLater(ctx, r) },
 		},
 		{
 			Name:       "rollups",
 			Categories: cats,
 			Tables:     []string{"rollups"},
 			Export:     func(ctx context.Context, r datamap.Ref, out datamap.Sink) error { return h.exportRollups(ctx, r, out) },
-			Erase: func(ctx context.Context, r datamap.Ref) (datamap.Erased, error) {
-				return h.eraseRows(ctx, r, "rollups")
-			},
+			Erase: func(ctx context.Context, r datamap.Ref) (datamap.Erased, error) { return h.purgedLater(ctx, r) },
 		},
 		{
 			// Readings the plausibility checks held back, and what the
@@ -154,10 +150,7 @@ func DataMap(h *Hub) *datamap.Map {
 			Export: func(ctx context.Context, r datamap.Ref, out datamap.Sink) error {
 				return h.exportQuarantine(ctx, r, out)
 			},
-			Erase: func(ctx context.Context, r datamap.Ref) (datamap.Erased, error) {
-				n, err := h.Store.EraseSubjectQuarantine(ctx, r.Tenant, r.Subject)
-				return datamap.Erased{Items: n, Note: "sealed rows deleted (already unreadable once the key is destroyed)"}, err
-			},
+			Erase: func(ctx context.Context, r datamap.Ref) (datamap.Erased, error) { return h.purgedLater(ctx, r) },
 		},
 		{
 			Name:       "consents",
@@ -381,6 +374,26 @@ func (h *Hub) erasureOf(ctx context.Context, r datamap.Ref) ([]store.Erasure, er
 		}
 	}
 	return out, nil
+}
+
+// purgedLater is the erase handler of the stores sealed under the
+// subject's key (readings, rollups, quarantine): the registry's handler,
+// which runs first, destroyed the key — every row is unreadable from that
+// moment, in backups too — and scheduled the purge that deletes the rows in
+// the background (the erasure evidence records when it finished). So
+// erasure takes the same time for a thousand readings as for ten million.
+// If the subject was never erased by the registry handler, it deletes the
+// rows itself.
+func (h *Hub) purgedLater(ctx context.Context, r datamap.Ref) (datamap.Erased, error) {
+	es, err := h.erasureOf(ctx, r)
+	if err != nil {
+		return datamap.Erased{}, err
+	}
+	if len(es) == 0 {
+		return h.eraseRows(ctx, r, "chunks", "landing", "rollups", "quarantine")
+	}
+	h.requestPurge()
+	return datamap.Erased{Note: "unreadable since the key's destruction; rows purged in the background (see the erasure's purged time)"}, nil
 }
 
 func (h *Hub) eraseRows(ctx context.Context, r datamap.Ref, tables ...string) (datamap.Erased, error) {

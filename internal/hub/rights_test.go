@@ -243,6 +243,8 @@ func testConsentAndRights(t *testing.T, cfg hub.Config) {
 	if bytes.Contains(er.Evidence, []byte("Member A")) || bytes.Contains(er.Evidence, []byte("a@example.test")) {
 		t.Error("erasure evidence holds erased data")
 	}
+	// Sealed rows are unreadable at once and purged in the background.
+	waitPurged(t, c, ten.ID)
 	db := sqlOf(h)
 	for _, table := range []string{"chunks", "landing", "rollups", "subjects", "sites", "consent_events", "restrictions"} {
 		col := "subject_id"
