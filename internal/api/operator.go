@@ -147,6 +147,9 @@ func (a *API) eraseSubject(w http.ResponseWriter, r *http.Request) error {
 		// Every copy: each store of the data map, the key first among
 		// the sealed ones (see internal/hub/datamap.go for the order).
 		erased, err := rights.Erase(r.Context(), a.cfg.DataMap, datamap.Ref{Tenant: t, Subject: sub})
+		if a.cfg.Purge != nil {
+			a.cfg.Purge() // the sealed rows, unreadable already, go in the background
+		}
 		if err != nil {
 			return err
 		}

@@ -358,7 +358,8 @@ func (h *Hub) eraseRegistry(ctx context.Context, r datamap.Ref) (datamap.Erased,
 	for _, c := range e.Connectors {
 		h.Ingest.Forget(c)
 	}
-	h.requestPurge()
+	// The purge is started by the caller once every store is done, so
+	// its deletions do not hold the write lock the later stores need.
 	return datamap.Erased{Items: 1 + len(e.Streams), Note: "subject key destroyed; profile, sites, devices and " + strconv.Itoa(len(e.Streams)) + " streams removed"}, nil
 }
 
@@ -379,8 +380,8 @@ func (h *Hub) erasureOf(ctx context.Context, r datamap.Ref) ([]store.Erasure, er
 // purgedLater is the erase handler of the stores sealed under the
 // subject's key (readings, rollups, quarantine): the registry's handler,
 // which runs first, destroyed the key — every row is unreadable from that
-// moment, in backups too — and scheduled the purge that deletes the rows in
-// the background (the erasure evidence records when it finished). So
+// moment, in backups too — and the caller starts the purge that deletes
+// the rows in the background once every store is done (the erasure evidence records when it finished). So
 // erasure takes the same time for a thousand readings as for ten million.
 // If the subject was never erased by the registry handler, it deletes the
 // rows itself.
@@ -392,7 +393,6 @@ func (h *Hub) purgedLater(ctx context.Context, r datamap.Ref) (datamap.Erased, e
 	if len(es) == 0 {
 		return h.eraseRows(ctx, r, "chunks", "landing", "rollups", "quarantine")
 	}
-	h.requestPurge()
 	return datamap.Erased{Note: "unreadable since the key's destruction; rows purged in the background (see the erasure's purged time)"}, nil
 }
 
