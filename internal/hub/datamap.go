@@ -132,14 +132,14 @@ func DataMap(h *Hub) *datamap.Map {
 			Categories: cats,
 			Tables:     []string{"chunks", "landing"},
 			Export:     func(ctx context.Context, r datamap.Ref, out datamap.Sink) error { return h.exportReadings(ctx, r, out) },
-			Erase: func(ctx context.Context, r datamap.Ref) (datamap.Erased, error) { return h.purgedLater(ctx, r) },
+			Erase:      func(ctx context.Context, r datamap.Ref) (datamap.Erased, error) { return h.purgedLater(ctx, r) },
 		},
 		{
 			Name:       "rollups",
 			Categories: cats,
 			Tables:     []string{"rollups"},
 			Export:     func(ctx context.Context, r datamap.Ref, out datamap.Sink) error { return h.exportRollups(ctx, r, out) },
-			Erase: func(ctx context.Context, r datamap.Ref) (datamap.Erased, error) { return h.purgedLater(ctx, r) },
+			Erase:      func(ctx context.Context, r datamap.Ref) (datamap.Erased, error) { return h.purgedLater(ctx, r) },
 		},
 		{
 			// Readings the plausibility checks held back, and what the
