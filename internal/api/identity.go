@@ -201,23 +201,6 @@ func (a *API) createUser(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-func (a *API) listUsers(w http.ResponseWriter, r *http.Request) error {
-	id, err := a.identity()
-	if err != nil {
-		return err
-	}
-	t, err := a.tenantOf(r)
-	if err != nil {
-		return err
-	}
-	us, err := id.Users(r.Context(), t)
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, nonNil(us))
-	return nil
-}
-
 func (a *API) disableUser(w http.ResponseWriter, r *http.Request) error {
 	id, err := a.identity()
 	if err != nil {
@@ -269,22 +252,5 @@ func (a *API) createProvider(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	writeJSON(w, http.StatusCreated, p)
-	return nil
-}
-
-func (a *API) listProviders(w http.ResponseWriter, r *http.Request) error {
-	id, err := a.identity()
-	if err != nil {
-		return err
-	}
-	t, err := a.tenantOf(r)
-	if err != nil {
-		return err
-	}
-	ps, err := id.Providers(r.Context(), t)
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, nonNil(ps))
 	return nil
 }
