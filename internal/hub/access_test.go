@@ -81,6 +81,33 @@ func declarePurposes(t *testing.T, c *client.Client, ten registry.TenantID, ids 
 	}
 }
 
+// The purposes the consent tests use: real-time monitoring on consent,
+// billing (15-minute values) on a contract.
+var (
+	monitoringByConsent = consent.Purpose{ID: "monitoring", Basis: consent.BasisConsent, Categories: registry.Categories,
+		RetentionDays: 30, Finest: rollup.Raw, Notice: "Real-time monitoring."}
+	billingByContract = consent.Purpose{ID: "billing", Basis: consent.BasisContract, Categories: registry.Categories,
+		RetentionDays: 3650, Finest: rollup.Min15, Notice: "Billing."}
+)
+
+// definePurposes declares ps in tenant ten.
+func definePurposes(t *testing.T, c *client.Client, ten registry.TenantID, ps ...consent.Purpose) {
+	t.Helper()
+	for _, p := range ps {
+		if err := c.Do(context.Background(), "POST", "/v1/tenants/"+string(ten)+"/purposes", p, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// giveConsent records subject s's consent to purpose, through the API.
+func giveConsent(t *testing.T, c *client.Client, ten registry.TenantID, s registry.SubjectID, purpose string) {
+	t.Helper()
+	if err := c.Do(context.Background(), "POST", "/v1/tenants/"+string(ten)+"/subjects/"+string(s)+"/consents", map[string]any{"purpose": purpose, "method": "web-form"}, nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // tokenClient creates a token scoped to tenant ten with roles and returns a
 // client using it, and its principal ID.
 func tokenClient(t *testing.T, c *client.Client, ten registry.TenantID, name string, roles ...access.Role) (*client.Client, string) {
@@ -227,10 +254,7 @@ func TestWithdrawalStopsReads(t *testing.T) {
 		t.Fatal(err)
 	}
 	tp := "/v1/tenants/" + string(ten.ID)
-	if err := c.Do(ctx, "POST", tp+"/purposes", consent.Purpose{ID: "monitoring", Basis: consent.BasisConsent, Categories: registry.Categories,
-		RetentionDays: 30, Finest: rollup.Raw, Notice: "Real-time monitoring."}, nil); err != nil {
-		t.Fatal(err)
-	}
+	definePurposes(t, c, ten.ID, monitoringByConsent)
 	analyst, analystID := tokenClient(t, c, ten.ID, "analyst", access.RoleAnalyst)
 	if _, err := c.Grant(ctx, ten.ID, api.GrantIn{Principal: analystID, Resource: "tenant:" + string(ten.ID), Finest: "raw", Purposes: []string{"monitoring"}}); err != nil {
 		t.Fatal(err)
@@ -240,9 +264,7 @@ func TestWithdrawalStopsReads(t *testing.T) {
 		t.Errorf("before consent: %d %q, want 403 naming the missing consent", st, msg)
 	}
 	sp := tp + "/subjects/" + string(hh.Subject.ID)
-	if err := c.Do(ctx, "POST", sp+"/consents", map[string]any{"purpose": "monitoring", "method": "web-form"}, nil); err != nil {
-		t.Fatal(err)
-	}
+	giveConsent(t, c, ten.ID, hh.Subject.ID, "monitoring")
 	if st, msg := readAt(t, analyst, ten.ID, s, "raw"); st != 200 {
 		t.Fatalf("with consent: %d %q", st, msg)
 	}
@@ -269,13 +291,8 @@ func TestSubjectEraseReachesEveryStore(t *testing.T) {
 		t.Fatal(err)
 	}
 	tp := "/v1/tenants/" + string(ten.ID)
-	if err := c.Do(ctx, "POST", tp+"/purposes", consent.Purpose{ID: "monitoring", Basis: consent.BasisConsent, Categories: registry.Categories,
-		RetentionDays: 30, Finest: rollup.Raw, Notice: "Real-time monitoring."}, nil); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Do(ctx, "POST", tp+"/subjects/"+string(hh.Subject.ID)+"/consents", map[string]any{"purpose": "monitoring", "method": "web-form"}, nil); err != nil {
-		t.Fatal(err)
-	}
+	definePurposes(t, c, ten.ID, monitoringByConsent)
+	giveConsent(t, c, ten.ID, hh.Subject.ID, "monitoring")
 	if _, err := c.Grant(ctx, ten.ID, api.GrantIn{Principal: "usr_someone", Resource: "subject:" + string(hh.Subject.ID), Finest: "1d", Purposes: []string{"monitoring"}}); err != nil {
 		t.Fatal(err)
 	}
@@ -317,23 +334,14 @@ func TestWithdrawalWithErase(t *testing.T) {
 		t.Fatal(err)
 	}
 	tp := "/v1/tenants/" + string(ten.ID)
-	for _, p := range []consent.Purpose{
-		{ID: "monitoring", Basis: consent.BasisConsent, Categories: registry.Categories, RetentionDays: 30, Finest: rollup.Raw, Notice: "Real-time monitoring."},
-		{ID: "billing", Basis: consent.BasisContract, Categories: registry.Categories, RetentionDays: 3650, Finest: rollup.Min15, Notice: "Billing."},
-	} {
-		if err := c.Do(ctx, "POST", tp+"/purposes", p, nil); err != nil {
-			t.Fatal(err)
-		}
-	}
+	definePurposes(t, c, ten.ID, monitoringByConsent, billingByContract)
 	if _, err := c.GrantSelf(ctx, ten.ID, "billing"); err != nil {
 		t.Fatal(err)
 	}
 	c.Purpose = "billing"
 	m := addMember(t, h, c, ten.ID, "house-w", registry.Profile{Name: "Member W"})
 	sp := tp + "/subjects/" + string(m.hh.Subject.ID)
-	if err := c.Do(ctx, "POST", sp+"/consents", map[string]any{"purpose": "monitoring", "method": "web-form"}, nil); err != nil {
-		t.Fatal(err)
-	}
+	giveConsent(t, c, ten.ID, m.hh.Subject.ID, "monitoring")
 	var rs []wire.Reading
 	for i := range 3600 {
 		rs = append(rs, wire.Reading{Time: t0.UnixMilli() + int64(i)*1000, Value: float64(i % 100)})

@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/custos-iot/custos/internal/agent"
-	"github.com/custos-iot/custos/internal/consent"
 	"github.com/custos-iot/custos/internal/hub"
 	"github.com/custos-iot/custos/internal/registry"
 	"github.com/custos-iot/custos/internal/rollup"
@@ -29,14 +27,7 @@ func TestConsentWithdrawalAtTheEdge(t *testing.T) {
 		t.Fatal(err)
 	}
 	tp := "/v1/tenants/" + string(ten.ID)
-	for _, p := range []consent.Purpose{
-		{ID: "monitoring", Basis: consent.BasisConsent, Categories: registry.Categories, RetentionDays: 30, Finest: rollup.Raw, Notice: "Real-time monitoring."},
-		{ID: "billing", Basis: consent.BasisContract, Categories: registry.Categories, RetentionDays: 3650, Finest: rollup.Min15, Notice: "Billing."},
-	} {
-		if err := c.Do(ctx, "POST", tp+"/purposes", p, nil); err != nil {
-			t.Fatal(err)
-		}
-	}
+	definePurposes(t, c, ten.ID, monitoringByConsent, billingByContract)
 	if _, err := c.GrantSelf(ctx, ten.ID, "billing"); err != nil {
 		t.Fatal(err)
 	}
@@ -46,9 +37,7 @@ func TestConsentWithdrawalAtTheEdge(t *testing.T) {
 		t.Fatal(err)
 	}
 	sp := tp + "/subjects/" + string(hh.Subject.ID)
-	if err := c.Do(ctx, "POST", sp+"/consents", map[string]any{"purpose": "monitoring", "method": "web-form"}, nil); err != nil {
-		t.Fatal(err)
-	}
+	giveConsent(t, c, ten.ID, hh.Subject.ID, "monitoring")
 	var meter registry.Stream
 	for _, s := range hh.Streams {
 		if s.Key == "house-1-meter/import_power_w" {
@@ -59,27 +48,8 @@ func TestConsentWithdrawalAtTheEdge(t *testing.T) {
 		}
 	}
 	run := sim.Config{Household: "house-1", Start: t0, Ticks: ticks, Seed: 11, Rate: 400}
-	a, err := agent.New(ctx, agent.Config{
-		Hub: h.APIURL(), StateDir: filepath.Join(t.TempDir(), "agent"), EnrolToken: hh.Token,
-		Batch:       agent.BatchConfig{MaxDelay: sim.Duration(100 * time.Millisecond)},
-		PolicyEvery: sim.Duration(100 * time.Millisecond),
-		BucketIdle:  sim.Duration(2 * time.Second),
-		Simulators:  []sim.Config{run},
-		Log:         quiet(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	actx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- a.Run(actx) }()
-	defer func() {
-		stop()
-		if err := <-done; err != nil {
-			t.Errorf("agent.Run: %v", err)
-		}
-	}()
+	a, stop := startPolicyAgent(t, h, filepath.Join(t.TempDir(), "agent"), hh.Token, 2*time.Second, run)
+	defer stop()
 	poll(t, "raw readings of the meter", func() bool { return len(readings(t, c, ten.ID, meter.ID)) > 0 })
 
 	before := a.Stats().Policy

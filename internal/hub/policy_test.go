@@ -64,27 +64,8 @@ func TestEdgePolicy(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "agent")
 	run := simCfg
 	run.Rate = 1000
-	a, err := agent.New(ctx, agent.Config{
-		Hub: h.APIURL(), StateDir: dir, EnrolToken: hh.Token,
-		Batch:       agent.BatchConfig{MaxDelay: sim.Duration(100 * time.Millisecond)},
-		PolicyEvery: sim.Duration(100 * time.Millisecond),
-		BucketIdle:  sim.Duration(3 * time.Second),
-		Simulators:  []sim.Config{run},
-		Log:         quiet(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	actx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- a.Run(actx) }()
-	defer func() {
-		stop()
-		if err := <-done; err != nil {
-			t.Errorf("agent.Run: %v", err)
-		}
-	}()
+	a, stop := startPolicyAgent(t, h, dir, hh.Token, 3*time.Second, run)
+	defer stop()
 
 	// Raw readings arrive under the default policy.
 	poll(t, "raw readings of the meter", func() bool { return len(readings(t, c, ten.ID, meter.ID)) > 0 })
@@ -303,29 +284,7 @@ func TestEdgePolicyRestart(t *testing.T) {
 	run := simCfg
 	run.Rate = 500
 	dir := filepath.Join(t.TempDir(), "agent")
-	start := func() (*agent.Agent, func()) {
-		a, err := agent.New(ctx, agent.Config{
-			Hub: h.APIURL(), StateDir: dir, EnrolToken: hh.Token,
-			Batch:       agent.BatchConfig{MaxDelay: sim.Duration(100 * time.Millisecond)},
-			PolicyEvery: sim.Duration(100 * time.Millisecond),
-			BucketIdle:  sim.Duration(3 * time.Second),
-			Simulators:  []sim.Config{run},
-			Log:         quiet(),
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		actx, stop := context.WithCancel(ctx)
-		done := make(chan error, 1)
-		go func() { done <- a.Run(actx) }()
-		return a, func() {
-			stop()
-			if err := <-done; err != nil {
-				t.Errorf("agent.Run: %v", err)
-			}
-			a.Close()
-		}
-	}
+	start := func() (*agent.Agent, func()) { return startPolicyAgent(t, h, dir, hh.Token, 3*time.Second, run) }
 	// Start, wait for the policy and some coarse readings, stop mid-bucket; twice.
 	for round := 1; round <= 2; round++ {
 		a, stop := start()
@@ -355,5 +314,33 @@ func TestEdgePolicyRestart(t *testing.T) {
 		if r.Time != t0.UnixMilli()+int64(i)*15*60_000 || agg.Count != 900 || r.Value != agg.Mean() {
 			t.Errorf("reading %d at %v = %v, want the mean %v of %d readings", i, time.UnixMilli(r.Time).UTC(), r.Value, agg.Mean(), agg.Count)
 		}
+	}
+}
+
+// startPolicyAgent runs an agent on the simulator run, with a fast
+// policy refresh and the given idle time for a stream's last bucket. stop
+// ends it, checks what Run returned and closes it.
+func startPolicyAgent(t *testing.T, h *hub.Hub, dir, token string, bucketIdle time.Duration, run sim.Config) (*agent.Agent, func()) {
+	t.Helper()
+	a, err := agent.New(context.Background(), agent.Config{
+		Hub: h.APIURL(), StateDir: dir, EnrolToken: token,
+		Batch:       agent.BatchConfig{MaxDelay: sim.Duration(100 * time.Millisecond)},
+		PolicyEvery: sim.Duration(100 * time.Millisecond),
+		BucketIdle:  sim.Duration(bucketIdle),
+		Simulators:  []sim.Config{run},
+		Log:         quiet(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	actx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(actx) }()
+	return a, func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("agent.Run: %v", err)
+		}
+		a.Close()
 	}
 }
