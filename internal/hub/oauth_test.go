@@ -122,29 +122,8 @@ func TestOAuthAppsThroughTheHub(t *testing.T) {
 	cfg := &oauth2.Config{ClientID: string(created.App.ID), RedirectURL: "https://app.example/cb", Scopes: []string{"read", "offline_access"},
 		Endpoint: oauth2.Endpoint{AuthURL: base + "/authorize", TokenURL: base + "/token", AuthStyle: oauth2.AuthStyleInParams}}
 	verifier := oauth2.GenerateVerifier()
-	next := cfg.AuthCodeURL("xyz", oauth2.S256ChallengeOption(verifier))
-	var code string
-	for range 5 {
-		req, _ := http.NewRequest("GET", next, nil)
-		req.AddCookie(&http.Cookie{Name: "custos_test_user", Value: "usr_alice@" + string(ten.ID)})
-		resp, err := hc.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		loc, err := resp.Location()
-		if err != nil {
-			t.Fatalf("authorization step %s: HTTP %d", req.URL.Path, resp.StatusCode)
-		}
-		if strings.HasPrefix(loc.String(), cfg.RedirectURL) {
-			code = loc.Query().Get("code")
-			break
-		}
-		next = loc.String()
-	}
-	if code == "" {
-		t.Fatal("no code")
-	}
+	code := authorizeCode(t, hc, cfg, cfg.AuthCodeURL("xyz", oauth2.S256ChallengeOption(verifier)),
+		&http.Cookie{Name: "custos_test_user", Value: "usr_alice@" + string(ten.ID)})
 	if e := lastEntry(); e.Action != "GET /oauth2/authorize/callback" || e.Outcome != audit.Allowed {
 		t.Errorf("callback audit entry: %+v", e)
 	}
@@ -262,10 +241,25 @@ func TestAppsReadThroughGrants(t *testing.T) {
 	cfg := &oauth2.Config{ClientID: string(ua.App.ID), RedirectURL: "https://app.example/cb", Scopes: []string{"read"},
 		Endpoint: oauth2.Endpoint{AuthURL: base + "/authorize", TokenURL: base + "/token", AuthStyle: oauth2.AuthStyleInParams}}
 	verifier := oauth2.GenerateVerifier()
-	next, code := cfg.AuthCodeURL("st8", oauth2.S256ChallengeOption(verifier)), ""
+	code := authorizeCode(t, hc, cfg, cfg.AuthCodeURL("st8", oauth2.S256ChallengeOption(verifier)),
+		&http.Cookie{Name: session.Name, Value: session.Value})
+	utok, err := cfg.Exchange(octx, code, oauth2.VerifierOption(verifier))
+	if err != nil {
+		t.Fatal(err)
+	}
+	forMia := c.WithToken(utok.AccessToken)
+	wantReads(t, "app acting for the member, own data", forMia, ten.ID, s, "", resolutions...)
+	wantReads(t, "app acting for the member, neighbour's data", forMia, ten.ID, theirs.Streams[0].ID, "")
+}
+
+// authorizeCode follows the authorization endpoint's redirects from next,
+// as a browser holding the login cookie would, until it reaches the app's
+// redirect URI, and returns the code there.
+func authorizeCode(t *testing.T, hc *http.Client, cfg *oauth2.Config, next string, login *http.Cookie) string {
+	t.Helper()
 	for range 5 {
 		req, _ := http.NewRequest("GET", next, nil)
-		req.AddCookie(&http.Cookie{Name: session.Name, Value: session.Value})
+		req.AddCookie(login)
 		resp, err := hc.Do(req)
 		if err != nil {
 			t.Fatal(err)
@@ -276,19 +270,13 @@ func TestAppsReadThroughGrants(t *testing.T) {
 			t.Fatalf("authorization step %s: HTTP %d", req.URL.Path, resp.StatusCode)
 		}
 		if strings.HasPrefix(loc.String(), cfg.RedirectURL) {
-			code = loc.Query().Get("code")
+			if code := loc.Query().Get("code"); code != "" {
+				return code
+			}
 			break
 		}
 		next = loc.String()
 	}
-	if code == "" {
-		t.Fatal("no code")
-	}
-	utok, err := cfg.Exchange(octx, code, oauth2.VerifierOption(verifier))
-	if err != nil {
-		t.Fatal(err)
-	}
-	forMia := c.WithToken(utok.AccessToken)
-	wantReads(t, "app acting for the member, own data", forMia, ten.ID, s, "", resolutions...)
-	wantReads(t, "app acting for the member, neighbour's data", forMia, ten.ID, theirs.Streams[0].ID, "")
+	t.Fatal("no code")
+	return ""
 }
