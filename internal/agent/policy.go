@@ -175,7 +175,11 @@ func (a *Agent) fetchPolicy(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	defer resp.Body.Close()
+	defer func() {
+		// Drained, so the connection is reused rather than redialled.
+		io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+		resp.Body.Close()
+	}()
 	switch resp.StatusCode {
 	case http.StatusNotFound:
 		// A hub older than collection policies: it stores everything

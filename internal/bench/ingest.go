@@ -504,7 +504,11 @@ func (bc *benchConn) post(body []byte) (readings, quarantined int, err error) {
 	if err != nil {
 		return 0, 0, err
 	}
-	defer resp.Body.Close()
+	defer func() {
+		// Drained, so the connection is reused rather than redialled.
+		io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+		resp.Body.Close()
+	}()
 	var out struct {
 		Readings    int `json:"readings"`
 		Quarantined int `json:"quarantined"`

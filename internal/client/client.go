@@ -98,7 +98,7 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any) error
 	if err != nil {
 		return fmt.Errorf("reach hub at %s: %w", c.Base, err)
 	}
-	defer resp.Body.Close()
+	defer drainClose(resp.Body)
 	if resp.StatusCode >= 300 {
 		var e api.ErrorBody
 		json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&e)
@@ -127,7 +127,7 @@ func (c *Client) Raw(ctx context.Context, method, path string, w io.Writer) (int
 	if err != nil {
 		return 0, fmt.Errorf("reach hub at %s: %w", c.Base, err)
 	}
-	defer resp.Body.Close()
+	defer drainClose(resp.Body)
 	if resp.StatusCode >= 300 {
 		var e api.ErrorBody
 		json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&e)
@@ -372,7 +372,7 @@ func (c *Client) Cosign(ctx context.Context, cosigned []byte) error {
 	if err != nil {
 		return fmt.Errorf("reach hub at %s: %w", c.Base, err)
 	}
-	defer resp.Body.Close()
+	defer drainClose(resp.Body)
 	if resp.StatusCode >= 300 {
 		var e api.ErrorBody
 		json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&e)
@@ -478,4 +478,12 @@ func (c *Client) CollectionPolicy(ctx context.Context, t registry.TenantID, s re
 func (c *Client) SetCollectionPolicy(ctx context.Context, t registry.TenantID, s registry.StreamID, p collection.Policy, reason string) (v collection.Record, err error) {
 	err = c.Do(ctx, "PUT", "/v1/tenants/"+string(t)+"/streams/"+string(s)+"/policy", api.PolicyRequest{Send: p.Send, Finest: p.Finest, Reason: reason}, &v)
 	return
+}
+
+// drainClose reads what is left of a body (a JSON answer's trailing
+// newline, an error's rest) before closing it, so that the connection goes
+// back to the pool instead of costing a new TLS handshake next time.
+func drainClose(body io.ReadCloser) {
+	io.Copy(io.Discard, io.LimitReader(body, 64<<10))
+	body.Close()
 }
