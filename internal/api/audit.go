@@ -64,6 +64,9 @@ func (a *API) subjectOf(r *http.Request) audit.SubjectID {
 	if s := r.PathValue("subject"); s != "" {
 		return audit.SubjectID(s)
 	}
+	if ar, ok := r.Context().Value(readKey{}).(authorizedRead); ok {
+		return audit.SubjectID(ar.stream.Subject) // looked up when authorized
+	}
 	if s := r.PathValue("stream"); s != "" {
 		st, err := a.cfg.Store.Stream(r.Context(), registry.TenantID(r.PathValue("tenant")), registry.StreamID(s))
 		if err == nil {
