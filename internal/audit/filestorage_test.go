@@ -82,36 +82,57 @@ func TestStorageBackends(t *testing.T) {
 }
 
 func TestFileStorageRecovery(t *testing.T) {
+	for _, buffered := range []bool{false, true} {
+		t.Run(fmt.Sprintf("buffered=%v", buffered), func(t *testing.T) {
+			defer func(old bool) { bufferedAppends = old }(bufferedAppends)
+			bufferedAppends = buffered
+			testFileStorageRecovery(t)
+		})
+	}
+}
+
+func testFileStorageRecovery(t *testing.T) {
 	ctx := context.Background()
+	// mk writes 10 records and returns the directory and the offset after
+	// the last (the file may be longer: preallocated zeros).
 	mk := func(t *testing.T) (string, int64) {
 		dir := t.TempDir()
 		s := openFile(t, dir)
 		for i := range 10 {
 			s.Append(ctx, [][]byte{[]byte(fmt.Sprintf("leaf-%d", i))})
 		}
+		if bufferedAppends != (s.direct == nil) {
+			t.Logf("direct I/O unavailable here: testing buffered appends")
+		}
+		end := s.end
 		s.Close()
-		fi, _ := os.Stat(filepath.Join(dir, "leaves"))
-		return dir, fi.Size()
+		return dir, end
 	}
 	tests := []struct {
 		name      string
-		damage    func(path string, size int64)
+		damage    func(path string, end int64)
 		wantSize  uint64
 		wantError bool
 	}{
 		{"intact", func(string, int64) {}, 10, false},
-		{"torn length", func(p string, _ int64) { appendFile(p, []byte{0, 0}) }, 10, false},
-		{"torn record", func(p string, _ int64) { appendFile(p, []byte{0, 0, 0, 9, 'x', 'y'}) }, 10, false},
-		{"torn checksum", func(p string, _ int64) { appendFile(p, []byte{0, 0, 0, 1, 'x', 1, 2, 3, 4}) }, 10, false},
-		{"zeroed tail", func(p string, _ int64) { appendFile(p, make([]byte, 100)) }, 10, false},
-		{"last record cut", func(p string, n int64) { os.Truncate(p, n-3) }, 9, false},
+		{"torn length", func(p string, end int64) { writeAt(p, end, []byte{0, 0}) }, 10, false},
+		{"torn length, nonzero", func(p string, end int64) { writeAt(p, end, []byte{0, 7}) }, 10, false},
+		{"torn record", func(p string, end int64) { writeAt(p, end, []byte{0, 0, 0, 9, 'x', 'y'}) }, 10, false},
+		{"torn checksum", func(p string, end int64) { writeAt(p, end, []byte{0, 0, 0, 1, 'x', 1, 2, 3, 4}) }, 10, false},
+		{"zeroed tail", func(p string, end int64) { writeAt(p, end, make([]byte, 100)) }, 10, false},
+		{"last record cut", func(p string, end int64) { os.Truncate(p, end-3) }, 9, false},
+		{"damage after a torn record", func(p string, end int64) {
+			writeAt(p, end, []byte{0, 0, 0, 1, 'x', 1, 2, 3, 4})
+			writeAt(p, end+5000, []byte{1})
+		}, 0, true},
+		{"record after zeros", func(p string, end int64) { writeAt(p, end+64, []byte{0, 0, 0, 1, 'x', 1, 2, 3, 4}) }, 0, true},
 		{"corrupt middle", func(p string, _ int64) { flipAt(p, int64(len(leavesMagic))+30) }, 0, true},
 		{"bad magic", func(p string, _ int64) { flipAt(p, 0) }, 0, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			dir, size := mk(t)
-			tt.damage(filepath.Join(dir, "leaves"), size)
+			dir, end := mk(t)
+			tt.damage(filepath.Join(dir, "leaves"), end)
 			s, err := OpenFileStorage(dir)
 			if tt.wantError {
 				if !errs.Is(errs.Integrity, err) {
@@ -126,12 +147,73 @@ func TestFileStorageRecovery(t *testing.T) {
 			if n, _ := s.Size(ctx); n != tt.wantSize {
 				t.Fatalf("size %d, want %d", n, tt.wantSize)
 			}
-			// Appends continue cleanly after the cut.
-			if first, err := s.Append(ctx, [][]byte{[]byte("after")}); err != nil || first != tt.wantSize {
-				t.Fatalf("append after recovery: %d %v", first, err)
+			// Appends continue cleanly after the cut, and survive a reopen.
+			for i := range 3 {
+				if first, err := s.Append(ctx, [][]byte{[]byte("after")}); err != nil || first != tt.wantSize+uint64(i) {
+					t.Fatalf("append after recovery: %d %v", first, err)
+				}
+			}
+			s.Close()
+			s = openFile(t, dir)
+			if n, _ := s.Size(ctx); n != tt.wantSize+3 || s.Truncated != 0 {
+				t.Fatalf("after reopening: size %d (want %d), %d bytes cut", n, tt.wantSize+3, s.Truncated)
+			}
+			leaves, err := s.Leaves(ctx, 0, tt.wantSize+3)
+			if err != nil || string(leaves[tt.wantSize+2]) != "after" {
+				t.Fatalf("leaves after reopening: %v", err)
 			}
 		})
 	}
+}
+
+// TestFileStorageManyBlocks appends batches of every size across block and
+// preallocation boundaries and reads them back, before and after reopening.
+func TestFileStorageManyBlocks(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s := openFile(t, dir)
+	t.Logf("direct I/O: %v", s.direct != nil)
+	rnd := rand.New(rand.NewPCG(1, 2))
+	var want [][]byte
+	for total := 0; total < 3*preallocChunk; {
+		batch := make([][]byte, 1+rnd.IntN(40))
+		for i := range batch {
+			batch[i] = make([]byte, 1+rnd.IntN(MaxLeafLen))
+			for j := range batch[i] {
+				batch[i][j] = byte(rnd.Uint32())
+			}
+			total += 8 + len(batch[i])
+		}
+		if first, err := s.Append(ctx, batch); err != nil || first != uint64(len(want)) {
+			t.Fatalf("append at %d: %d %v", len(want), first, err)
+		}
+		want = append(want, batch...)
+	}
+	check := func(s *FileStorage) {
+		t.Helper()
+		got, err := s.Leaves(ctx, 0, uint64(len(want)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range want {
+			if !bytes.Equal(got[i], want[i]) {
+				t.Fatalf("leaf %d differs", i)
+			}
+		}
+	}
+	check(s)
+	s.Close()
+	s = openFile(t, dir)
+	if s.Truncated != 0 {
+		t.Fatalf("%d bytes cut from a cleanly closed log", s.Truncated)
+	}
+	check(s)
+}
+
+func writeAt(p string, off int64, b []byte) {
+	f, _ := os.OpenFile(p, os.O_WRONLY, 0)
+	f.WriteAt(b, off)
+	f.Close()
 }
 
 func appendFile(p string, b []byte) {
