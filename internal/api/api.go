@@ -110,6 +110,9 @@ type Config struct {
 type Recorder interface {
 	Append(ctx context.Context, e audit.Entry) (uint64, error)
 	AppendBatch(ctx context.Context, es []audit.Entry) (uint64, error)
+	// Begin queues entries and returns at once; Wait on the result before
+	// acknowledging the action they record.
+	Begin(ctx context.Context, es ...audit.Entry) (audit.Pending, error)
 }
 
 // Integrator is what the API needs of the audit integrator.

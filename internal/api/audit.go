@@ -23,6 +23,16 @@ import (
 // cannot be made durable the request is refused: no action without its
 // entry.
 func (a *API) record(r *http.Request, who audit.PrincipalID, outcome audit.Outcome) error {
+	p, err := a.startRecord(r, who, outcome)
+	if err != nil {
+		return err
+	}
+	return a.recorded(p)
+}
+
+// startRecord queues the audit entry of a request (see record) and returns
+// at once; recorded waits until it is durable.
+func (a *API) startRecord(r *http.Request, who audit.PrincipalID, outcome audit.Outcome) (audit.Pending, error) {
 	e := audit.Entry{
 		Principal:  who,
 		Action:     audit.Action(r.Pattern),
@@ -43,7 +53,16 @@ func (a *API) record(r *http.Request, who audit.PrincipalID, outcome audit.Outco
 			e.Resolution = "raw"
 		}
 	}
-	if _, err := a.cfg.Recorder.Append(r.Context(), e); err != nil {
+	p, err := a.cfg.Recorder.Begin(r.Context(), e)
+	if err != nil {
+		return p, errs.E(errs.Unavailable, fmt.Errorf("audit log: %w", err))
+	}
+	return p, nil
+}
+
+// recorded waits for an entry queued by startRecord to be durable.
+func (a *API) recorded(p audit.Pending) error {
+	if _, err := p.Wait(); err != nil {
 		return errs.E(errs.Unavailable, fmt.Errorf("audit log: %w", err))
 	}
 	return nil
@@ -373,14 +392,19 @@ func (a *API) auditCosigned(w http.ResponseWriter, r *http.Request) error {
 
 // auditedRead serves a read while its audit entry is made durable, and
 // releases the answer only once the entry is: the read costs the longer of
-// the two, not their sum. If the entry cannot be written the answer is
-// dropped and the request refused, as for any other action.
+// the two, not their sum. The entry is queued before the read starts, on
+// the request's own goroutine, so that no goroutine has to be scheduled
+// before the log's sequencer can begin writing it. If the entry cannot be
+// written the answer is dropped and the request refused, as for any other
+// action.
 func (a *API) auditedRead(w http.ResponseWriter, r *http.Request, who audit.PrincipalID, h handlerFunc) error {
-	recorded := make(chan error, 1)
-	go func() { recorded <- a.record(r, who, audit.Allowed) }()
+	p, err := a.startRecord(r, who, audit.Allowed)
+	if err != nil {
+		return err
+	}
 	buf := &heldResponse{header: http.Header{}}
 	herr := h(buf, r)
-	if err := <-recorded; err != nil {
+	if err := a.recorded(p); err != nil {
 		return err
 	}
 	if herr != nil {
@@ -393,7 +417,7 @@ func (a *API) auditedRead(w http.ResponseWriter, r *http.Request, who audit.Prin
 		buf.code = http.StatusOK
 	}
 	w.WriteHeader(buf.code)
-	_, err := w.Write(buf.body.Bytes())
+	_, err = w.Write(buf.body.Bytes())
 	return err
 }
 

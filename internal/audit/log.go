@@ -218,35 +218,69 @@ func (l *Log) Append(ctx context.Context, e Entry) (uint64, error) {
 // AppendBatch is Append for several entries, which get consecutive indexes;
 // it returns the first. All are durable, or none is acknowledged.
 func (l *Log) AppendBatch(ctx context.Context, entries []Entry) (uint64, error) {
+	p, err := l.Begin(ctx, entries...)
+	if err != nil {
+		return 0, err
+	}
+	return p.Wait()
+}
+
+// Pending is an append on its way to disk.
+type Pending struct{ r *appendReq }
+
+// Discarded is a Pending that succeeds without anything written, for
+// benchmarks that time a hub without its log.
+func Discarded() Pending {
+	r := &appendReq{done: make(chan appendResult, 1)}
+	r.done <- appendResult{}
+	return Pending{r}
+}
+
+// Begin queues entries for appending and returns at once, so that the
+// caller can prepare its action while they are made durable; it must call
+// Wait before acknowledging the action. Entries of one Begin get
+// consecutive indexes.
+func (l *Log) Begin(ctx context.Context, entries ...Entry) (Pending, error) {
 	const op errs.Op = "audit.Append"
 	if len(entries) == 0 || len(entries) > l.cfg.MaxBatch {
-		return 0, errs.E(op, errs.Invalid, fmt.Errorf("batch of %d entries", len(entries)))
+		return Pending{}, errs.E(op, errs.Invalid, fmt.Errorf("batch of %d entries", len(entries)))
 	}
 	for i := range entries {
 		e := entries[i]
 		e.When = 0
 		if err := e.Validate(); err != nil {
-			return 0, errs.E(op, errs.Invalid, err)
+			return Pending{}, errs.E(op, errs.Invalid, err)
 		}
 	}
 	r := &appendReq{ctx: ctx, entries: entries, done: make(chan appendResult, 1)}
 	l.closeMu.RLock()
 	if l.closed {
 		l.closeMu.RUnlock()
-		return 0, errs.E(op, errs.Unavailable, ErrClosed)
+		return Pending{}, errs.E(op, errs.Unavailable, ErrClosed)
 	}
 	select {
 	case l.reqs <- r:
 		l.closeMu.RUnlock()
 	case <-ctx.Done():
 		l.closeMu.RUnlock()
-		return 0, errs.E(op, errs.Unavailable, ctx.Err())
+		return Pending{}, errs.E(op, errs.Unavailable, ctx.Err())
 	}
-	// Once queued, wait for the verdict even if ctx ends: the entry may
-	// already be on its way to disk, and the caller must know.
-	res := <-r.done
+	return Pending{r}, nil
+}
+
+// Wait returns the index of the first entry once all are durable, or an
+// error — then nothing was acknowledged and the caller MUST refuse the
+// action they record. Once queued, the verdict is awaited even if the
+// context ends: the entries may already be on their way to disk, and the
+// caller must know.
+func (p Pending) Wait() (uint64, error) {
+	if p.r == nil {
+		return 0, errs.E(errs.Op("audit.Append"), errs.Unavailable, "nothing was queued")
+	}
+	res := <-p.r.done
+	p.r.done <- res // a second Wait gets the same verdict
 	if res.err != nil {
-		return 0, errs.E(op, res.err)
+		return 0, errs.E(errs.Op("audit.Append"), res.err)
 	}
 	return res.first, nil
 }

@@ -263,3 +263,35 @@ func TestOpenDetectsTampering(t *testing.T) {
 	l2.Close()
 	_ = compact.RangeSize
 }
+
+// TestBeginWait: Begin queues, Wait gives the verdict (the same on a second
+// call); a Pending from nowhere fails closed; a closed log refuses.
+func TestBeginWait(t *testing.T) {
+	ctx := context.Background()
+	l := openTestLog(t, NewMemoryStorage(), 1)
+	p, err := l.Begin(ctx, testEntry(0), testEntry(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if i, err := p.Wait(); err != nil || i != 0 {
+			t.Fatalf("Wait: %d %v", i, err)
+		}
+	}
+	if l.Size() != 2 {
+		t.Fatalf("size %d", l.Size())
+	}
+	if _, err := (Pending{}).Wait(); !errs.Is(errs.Unavailable, err) {
+		t.Fatalf("zero Pending: %v, want unavailable", err)
+	}
+	if _, err := l.Begin(ctx); !errs.Is(errs.Invalid, err) {
+		t.Fatalf("empty Begin: %v", err)
+	}
+	l.Close()
+	if _, err := l.Begin(ctx, testEntry(2)); !errs.Is(errs.Unavailable, err) {
+		t.Fatalf("Begin on a closed log: %v", err)
+	}
+	if _, err := Discarded().Wait(); err != nil {
+		t.Fatal(err)
+	}
+}

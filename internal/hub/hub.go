@@ -414,6 +414,9 @@ type discard struct{}
 
 func (discard) Append(context.Context, audit.Entry) (uint64, error)        { return 0, nil }
 func (discard) AppendBatch(context.Context, []audit.Entry) (uint64, error) { return 0, nil }
+func (discard) Begin(context.Context, ...audit.Entry) (audit.Pending, error) {
+	return audit.Discarded(), nil
+}
 
 // API is the hub's HTTP surface (for tests that walk its routes).
 func (h *Hub) API() *api.API { return h.api }
