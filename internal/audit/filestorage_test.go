@@ -216,12 +216,6 @@ func writeAt(p string, off int64, b []byte) {
 	f.Close()
 }
 
-func appendFile(p string, b []byte) {
-	f, _ := os.OpenFile(p, os.O_WRONLY|os.O_APPEND, 0)
-	f.Write(b)
-	f.Close()
-}
-
 func flipAt(p string, off int64) {
 	f, _ := os.OpenFile(p, os.O_RDWR, 0)
 	b := make([]byte, 1)
