@@ -194,7 +194,7 @@ func auditedReads(ctx context.Context, dir string) (small, raw [2]float64, err e
 		return small, raw, err
 	}
 	defer off.stop()
-	for k, n := range map[bool]int{false: 600, true: 60} {
+	for k, n := range map[bool]int{false: 2000, true: 60} {
 		var a, u []time.Duration
 		for i := range n {
 			first, second := on, off
