@@ -160,3 +160,42 @@ func Buckets(rows []*Row, from, to int64) []Bucket {
 	}
 	return merged
 }
+
+// Get returns the aggregate of the bucket starting at start, and whether
+// the row holds that bucket.
+func (row *Row) Get(start int64) (Agg, bool) {
+	i, found := slices.BinarySearchFunc(row.Buckets, start, byStart)
+	if !found {
+		return Agg{}, false
+	}
+	return row.Buckets[i].Agg, true
+}
+
+// Set replaces the aggregate of the bucket starting at start with a, or
+// removes the bucket if a is empty (rows never hold empty buckets). It
+// is how a bucket recomputed from scratch replaces what was folded into
+// it. Set panics if row.Res is not one of Aggregated or start is not the
+// start of a bucket of the row's period: both are bugs of the caller.
+func (row *Row) Set(start int64, a Agg) {
+	row.mustAggregate()
+	if row.Res.Bucket(start) != start || row.Res.Period(start) != row.Period {
+		panic(fmt.Sprintf("rollup: %d is not the start of a %s bucket of the row of period %d", start, row.Res, row.Period))
+	}
+	i, found := slices.BinarySearchFunc(row.Buckets, start, byStart)
+	switch {
+	case a.Count == 0 && found:
+		row.Buckets = slices.Delete(row.Buckets, i, i+1)
+	case a.Count == 0:
+	case found:
+		row.Buckets[i].Agg = a
+	default:
+		row.Buckets = slices.Insert(row.Buckets, i, Bucket{Start: start, Agg: a})
+	}
+}
+
+// Clone returns a copy of row that shares nothing with it.
+func (row *Row) Clone() *Row {
+	c := *row
+	c.Buckets = slices.Clone(row.Buckets)
+	return &c
+}
