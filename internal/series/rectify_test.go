@@ -130,7 +130,9 @@ func rectify(m *memStore, r series.Rectification) (series.Rectified, error) {
 
 // sameRows reports whether two stores hold the same rows.
 func sameRows(a, b *memStore) bool {
-	eq := func(x, y series.Chunk) bool { return x.ID == y.ID && x.MinTime == y.MinTime && bytes.Equal(x.Data, y.Data) }
+	eq := func(x, y series.Chunk) bool {
+		return x.ID == y.ID && x.MinTime == y.MinTime && bytes.Equal(x.Data, y.Data)
+	}
 	return slices.EqualFunc(a.chunks, b.chunks, eq) && slices.EqualFunc(a.landing, b.landing, eq) &&
 		maps.EqualFunc(a.rollups, b.rollups, func(x, y series.RollupRow) bool { return bytes.Equal(x.Data, y.Data) })
 }
@@ -268,14 +270,14 @@ func TestRectify(t *testing.T) {
 	base := rectData(strA)
 	r := series.Rectification{Tenant: tenant, Subject: subA, Stream: strA,
 		Corrections: []series.Correction{
-			{Time: rectStart + 3*h + 10_000, Value: 5000},   // 23:00, the new maximum of its buckets
-			{Time: rectStart + 1000*10_000, Value: -40},     // new minimum
-			{Time: base[100].Time, Value: 7},                // a bad reading becomes a counted one
-			{Time: base[200].Time, Value: 8},                // keeps its clock flag
-			{Time: base[300].Time, Value: 9},                // two readings at that time become one
-			{Time: rectStart, Value: 0.5},                   // the first reading of the day and month
-			{Time: base[3599].Time, Value: 123.5},           // the last
-			{Time: rectStart + 4*h - 10_000, Value: 1},      // last reading of January
+			{Time: rectStart + 3*h + 10_000, Value: 5000}, // 23:00, the new maximum of its buckets
+			{Time: rectStart + 1000*10_000, Value: -40},   // new minimum
+			{Time: base[100].Time, Value: 7},              // a bad reading becomes a counted one
+			{Time: base[200].Time, Value: 8},              // keeps its clock flag
+			{Time: base[300].Time, Value: 9},              // two readings at that time become one
+			{Time: rectStart, Value: 0.5},                 // the first reading of the day and month
+			{Time: base[3599].Time, Value: 123.5},         // the last
+			{Time: rectStart + 4*h - 10_000, Value: 1},    // last reading of January
 		},
 		Delete: []series.TimeRange{{From: rectStart + 5*h + 30*60_000, To: rectStart + 6*h + 15*60_000}}, // across an hour
 	}
