@@ -70,15 +70,19 @@ type Request struct {
 	// Purpose is the purpose restricted or objected to (restriction and
 	// objection only).
 	Purpose consent.PurposeID `json:"purpose,omitempty"`
-	Status  Status            `json:"status"`
-	Opened  time.Time         `json:"opened"`
+	// Rectification is what a rectification request asks for
+	// (rectification only).
+	Rectification *RectificationClaim `json:"rectification,omitempty"`
+	Status        Status              `json:"status"`
+	Opened        time.Time           `json:"opened"`
 	// Due is one month after Opened (art. 12(3)).
 	Due     time.Time `json:"due"`
 	Updated time.Time `json:"updated"`
 	// Reason explains a refusal.
 	Reason string `json:"reason,omitempty"`
 	// Evidence records what was done (for an erasure: what was erased
-	// where; for an export: the archive's name, size and hash).
+	// where; for an export: the archive's name, size and hash; for a
+	// rectification: RectificationEvidence).
 	Evidence json.RawMessage `json:"evidence,omitempty"`
 }
 
@@ -106,8 +110,17 @@ func (r Request) Check() error {
 	} else if r.Purpose != "" {
 		return errs.E(errs.Invalid, "purpose is only for restriction and objection requests")
 	}
+	if r.Kind == Rectification {
+		return r.Rectification.check()
+	}
+	if r.Rectification != nil {
+		return errs.E(errs.Invalid, "stream, grounds, corrections and delete ranges are only for rectification requests")
+	}
 	return nil
 }
+
+// Final reports whether the request is done or refused.
+func (r Request) Final() bool { return r.Status == Done || r.Status == Refused }
 
 // Transition checks that a request may move from its status to next.
 // Done and refused are final; a refusal needs a reason.
