@@ -678,6 +678,8 @@ func sealedAD(v *store.Sealed) []byte {
 		return series.QuarantineAD(v.Tenant, v.Stream, v.Connector, v.Batch, v.Seq)
 	case store.SealedPlausibility:
 		return series.PlausibilityStateAD(v.Tenant, v.Stream)
+	case store.SealedCorrections:
+		return series.CorrectionsAD(v.Tenant, v.Request, v.Seq)
 	}
 	return nil
 }

@@ -81,6 +81,8 @@ func sealedAD(v *store.Sealed) []byte {
 		return series.LandingAD(v.Tenant, v.Stream)
 	case store.SealedChunk:
 		return series.ChunkAD(v.Tenant, v.Stream, v.MinTime/series.BucketMS*series.BucketMS)
+	case store.SealedCorrections:
+		return series.CorrectionsAD(v.Tenant, v.Request, v.Seq)
 	default:
 		return series.RollupAD(v.Tenant, v.Stream, v.Res, v.Period)
 	}

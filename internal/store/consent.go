@@ -202,36 +202,97 @@ func (s *Store) EraseSubjectConsents(ctx context.Context, t registry.TenantID, s
 	return n, nil
 }
 
-// CreateRightsRequest stores a new rights request.
-func (s *Store) CreateRightsRequest(ctx context.Context, r rights.Request) error {
-	_, err := s.db.ExecContext(ctx, s.q(`INSERT INTO rights_requests (id, tenant_id, subject_id, kind, requested_by, purpose, status, opened_ms, due_ms, updated_ms, reason, evidence) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
-		r.ID, r.Tenant, r.Subject, r.Kind, r.RequestedBy, r.Purpose, r.Status, ms(r.Opened), ms(r.Due), ms(r.Updated), r.Reason, string(r.Evidence))
-	return err
+// CreateRightsRequest stores a new rights request, with the first parts
+// of a rectification request's corrections if any, in one transaction.
+func (s *Store) CreateRightsRequest(ctx context.Context, r rights.Request, parts ...RectificationPart) error {
+	rect, err := rectificationJSON(r)
+	if err != nil {
+		return err
+	}
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO rights_requests (id, tenant_id, subject_id, kind, requested_by, purpose, status, opened_ms, due_ms, updated_ms, reason, evidence, rectification) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+		r.ID, r.Tenant, r.Subject, r.Kind, r.RequestedBy, r.Purpose, r.Status, ms(r.Opened), ms(r.Due), ms(r.Updated), r.Reason, string(r.Evidence), rect); err != nil {
+		return err
+	}
+	if err := s.insertParts(ctx, tx, parts); err != nil {
+		return err
+	}
+	return tx.Commit()
 }
 
-// UpdateRightsRequest stores a request's new status, reason and evidence.
+func rectificationJSON(r rights.Request) (string, error) {
+	if r.Rectification == nil {
+		return "", nil
+	}
+	b, err := json.Marshal(r.Rectification)
+	return string(b), err
+}
+
+// UpdateRightsRequest stores a request's new status, reason, evidence and
+// rectification details. A request that becomes done or refused keeps no
+// corrections waiting (deleted in the same transaction).
 func (s *Store) UpdateRightsRequest(ctx context.Context, r rights.Request) error {
-	res, err := s.db.ExecContext(ctx, s.q(`UPDATE rights_requests SET status = ?, updated_ms = ?, reason = ?, evidence = ? WHERE tenant_id = ? AND id = ?`),
-		r.Status, ms(r.Updated), r.Reason, string(r.Evidence), r.Tenant, r.ID)
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	if err := s.updateRights(ctx, tx, r, false); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// updateRights writes r's status, reason, evidence and rectification
+// details; with pending, only if the stored request is not final yet. A
+// final request's parts are deleted.
+func (s *Store) updateRights(ctx context.Context, tx *sql.Tx, r rights.Request, pending bool) error {
+	rect, err := rectificationJSON(r)
+	if err != nil {
+		return err
+	}
+	q := `UPDATE rights_requests SET status = ?, updated_ms = ?, reason = ?, evidence = ?, rectification = ? WHERE tenant_id = ? AND id = ?`
+	if pending {
+		q += ` AND status <> '` + string(rights.Done) + `' AND status <> '` + string(rights.Refused) + `'`
+	}
+	res, err := tx.ExecContext(ctx, s.q(q), r.Status, ms(r.Updated), r.Reason, string(r.Evidence), rect, r.Tenant, r.ID)
 	if err != nil {
 		return err
 	}
 	if n, _ := res.RowsAffected(); n == 0 {
+		if pending {
+			return errs.E(errs.Conflict, "the rights request was completed or refused meanwhile")
+		}
 		return errs.E(errs.NotFound, "rights request not found")
+	}
+	if r.Final() {
+		if _, err := tx.ExecContext(ctx, s.q(`DELETE FROM rectification_parts WHERE tenant_id = ? AND request_id = ?`), r.Tenant, r.ID); err != nil {
+			return err
+		}
 	}
 	return nil
 }
 
-const rightsCols = `id, tenant_id, subject_id, kind, requested_by, purpose, status, opened_ms, due_ms, updated_ms, reason, evidence`
+const rightsCols = `id, tenant_id, subject_id, kind, requested_by, purpose, status, opened_ms, due_ms, updated_ms, reason, evidence, rectification`
 
 func scanRights(sc interface{ Scan(...any) error }) (rights.Request, error) {
 	var r rights.Request
 	var o, d, u int64
-	var ev string
-	err := sc.Scan(&r.ID, &r.Tenant, &r.Subject, &r.Kind, &r.RequestedBy, &r.Purpose, &r.Status, &o, &d, &u, &r.Reason, &ev)
+	var ev, rect string
+	err := sc.Scan(&r.ID, &r.Tenant, &r.Subject, &r.Kind, &r.RequestedBy, &r.Purpose, &r.Status, &o, &d, &u, &r.Reason, &ev, &rect)
 	r.Opened, r.Due, r.Updated = fromMS(o), fromMS(d), fromMS(u)
 	if ev != "" {
 		r.Evidence = json.RawMessage(ev)
+	}
+	if rect != "" && err == nil {
+		r.Rectification = &rights.RectificationClaim{}
+		if jerr := json.Unmarshal([]byte(rect), r.Rectification); jerr != nil {
+			return r, errs.E(errs.Integrity, "a rights request's rectification details cannot be decoded")
+		}
 	}
 	return r, err
 }
@@ -268,14 +329,22 @@ func (s *Store) RightsRequests(ctx context.Context, t registry.TenantID, sub reg
 
 // EraseSubjectRightsRequests deletes a subject's rights requests except
 // their erasure requests, which stay as evidence (they hold the
-// pseudonymous subject ID and what was erased, never the erased data).
+// pseudonymous subject ID and what was erased, never the erased data),
+// and every correction submitted with a rectification request.
 func (s *Store) EraseSubjectRightsRequests(ctx context.Context, t registry.TenantID, sub registry.SubjectID) (int, error) {
-	res, err := s.db.ExecContext(ctx, s.q(`DELETE FROM rights_requests WHERE tenant_id = ? AND subject_id = ? AND kind <> ?`), t, sub, rights.Erasure)
-	if err != nil {
-		return 0, err
+	n := 0
+	for _, q := range []string{
+		`DELETE FROM rectification_parts WHERE tenant_id = ? AND subject_id = ?`,
+		`DELETE FROM rights_requests WHERE tenant_id = ? AND subject_id = ? AND kind <> '` + string(rights.Erasure) + `'`,
+	} {
+		res, err := s.db.ExecContext(ctx, s.q(q), t, sub)
+		if err != nil {
+			return n, err
+		}
+		k, _ := res.RowsAffected()
+		n += int(k)
 	}
-	n, _ := res.RowsAffected()
-	return int(n), nil
+	return n, nil
 }
 
 // EraseSubjectRows deletes every row of a subject in one of the tables

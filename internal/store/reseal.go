@@ -23,6 +23,9 @@ const (
 	SealedQuarantine SealedKind = "quarantine"
 	// SealedPlausibility is a stream's learned state (plausibility_state.data).
 	SealedPlausibility SealedKind = "plausibility"
+	// SealedCorrections is a part of a rectification request's corrections
+	// (rectification_parts.data).
+	SealedCorrections SealedKind = "corrections"
 )
 
 // Sealed is one value sealed under a data subject's key, with what is
@@ -43,6 +46,9 @@ type Sealed struct {
 	Connector registry.ConnectorID
 	Batch     wire.BatchID
 	Seq       int
+	// Request and Seq locate a part of a rectification request's
+	// corrections.
+	Request string
 	// Data is the sealed value.
 	Data []byte
 
@@ -67,7 +73,9 @@ func (a *ResealStats) add(b ResealStats) {
 const resealPage = 128
 
 // Reseal visits every value sealed under the subject's key — the subject's
-// profile, its landed blocks, and the chunks and rollups of its streams —
+// profile, its landed blocks, the chunks and rollups of its streams, its
+// quarantined blocks and learned state, and the corrections of its
+// pending rectification requests —
 // and lets fn replace each: fn returns the new sealed bytes, or nil to keep
 // the value. fn runs outside any transaction. Replacements are written a
 // page at a time, each as a compare-and-swap on the old bytes, so a value
@@ -177,6 +185,31 @@ func (s *Store) Reseal(ctx context.Context, t registry.TenantID, subj registry.S
 	}
 	for i := 0; i < len(states); i += resealPage {
 		one, err := s.resealPage(ctx, states[i:min(i+resealPage, len(states))], fn)
+		st.add(one)
+		if err != nil {
+			return st, err
+		}
+	}
+	// Corrections waiting in rectification requests: few, short-lived.
+	rows, err = s.db.QueryContext(ctx, s.q(`SELECT request_id, seq, stream_id, data FROM rectification_parts WHERE tenant_id = ? AND subject_id = ? ORDER BY request_id, seq`), t, subj)
+	if err != nil {
+		return st, err
+	}
+	var parts []Sealed
+	for rows.Next() {
+		v := Sealed{Kind: SealedCorrections, Tenant: t, Subject: subj}
+		if err := rows.Scan(&v.Request, &v.Seq, &v.Stream, &v.Data); err != nil {
+			rows.Close()
+			return st, err
+		}
+		parts = append(parts, v)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return st, err
+	}
+	for i := 0; i < len(parts); i += resealPage {
+		one, err := s.resealPage(ctx, parts[i:min(i+resealPage, len(parts))], fn)
 		st.add(one)
 		if err != nil {
 			return st, err
@@ -325,6 +358,8 @@ func (s *Store) resealPage(ctx context.Context, page []Sealed, fn func(*Sealed) 
 			res, err = tx.ExecContext(ctx, s.q(`UPDATE quarantine SET data = ? WHERE id = ? AND subject_id = ? AND data = ?`), w.data, v.id, v.Subject, v.Data)
 		case SealedPlausibility:
 			res, err = tx.ExecContext(ctx, s.q(`UPDATE plausibility_state SET data = ? WHERE stream_id = ? AND subject_id = ? AND data = ?`), w.data, v.Stream, v.Subject, v.Data)
+		case SealedCorrections:
+			res, err = tx.ExecContext(ctx, s.q(`UPDATE rectification_parts SET data = ? WHERE tenant_id = ? AND request_id = ? AND seq = ? AND subject_id = ? AND data = ?`), w.data, v.Tenant, v.Request, v.Seq, v.Subject, v.Data)
 		}
 		if err != nil {
 			return st, err
