@@ -68,6 +68,11 @@ type Config struct {
 	// Purge is called after an erasure so the subject's sealed rows are
 	// deleted in the background. Optional.
 	Purge func()
+	// Compact runs compaction passes until no landed block is left (the
+	// compactor's Once), so that a rectification finds the readings it
+	// corrects compacted. Optional: without it a rectification of readings
+	// not compacted yet answers 409 and is retried later.
+	Compact func(context.Context) error
 	// KeyJobs runs key rotations and rolls (POST /v1/keys/...). Optional:
 	// without it those routes answer 503.
 	KeyJobs KeyJobs

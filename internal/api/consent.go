@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -21,6 +22,9 @@ import (
 	"github.com/custos-iot/custos/internal/registry"
 	"github.com/custos-iot/custos/internal/rights"
 	"github.com/custos-iot/custos/internal/rollup"
+	"github.com/custos-iot/custos/internal/series"
+	"github.com/custos-iot/custos/internal/store"
+	"github.com/custos-iot/custos/internal/wire"
 )
 
 // addPurpose adds a purpose or a new version of it (a changed notice,
@@ -276,7 +280,9 @@ func (a *API) consentKey(w http.ResponseWriter, r *http.Request) error {
 
 // createRightsRequest opens a rights request. Restriction and objection
 // take effect at once (the gate stops processing for the purpose) and the
-// request is done.
+// request is done. A rectification request names the subject's stream and
+// the grounds, and may carry corrections and delete ranges (more follow
+// with POST .../corrections); it is applied by fulfilling it.
 func (a *API) createRightsRequest(w http.ResponseWriter, r *http.Request) error {
 	t, s, err := a.subjectOfPath(r)
 	if err != nil {
@@ -286,6 +292,11 @@ func (a *API) createRightsRequest(w http.ResponseWriter, r *http.Request) error 
 		Kind        rights.Kind       `json:"kind"`
 		RequestedBy rights.Requester  `json:"requested_by"`
 		Purpose     consent.PurposeID `json:"purpose,omitempty"`
+		// Rectification only.
+		Stream      registry.StreamID   `json:"stream,omitempty"`
+		Grounds     string              `json:"grounds,omitempty"`
+		Corrections []series.Correction `json:"corrections,omitempty"`
+		Delete      []series.TimeRange  `json:"delete,omitempty"`
 	}
 	if err := decodeJSON(w, r, &in); err != nil {
 		return err
@@ -297,8 +308,24 @@ func (a *API) createRightsRequest(w http.ResponseWriter, r *http.Request) error 
 	}
 	req := rights.Request{ID: rights.RequestID(id), Tenant: t, Subject: s, Kind: in.Kind, RequestedBy: in.RequestedBy, Purpose: in.Purpose,
 		Status: rights.Open, Opened: now, Due: rights.DueAfter(now), Updated: now}
+	if in.Kind == rights.Rectification || in.Stream != "" || in.Grounds != "" || len(in.Corrections) > 0 || len(in.Delete) > 0 {
+		req.Rectification = &rights.RectificationClaim{Stream: in.Stream, Grounds: in.Grounds, Delete: in.Delete}
+	}
 	if err := req.Check(); err != nil {
 		return err
+	}
+	var parts []store.RectificationPart
+	if req.Kind == rights.Rectification {
+		if err := a.ownStream(r.Context(), req); err != nil {
+			return err
+		}
+		if len(in.Corrections) > 0 {
+			p, err := a.correctionsPart(r.Context(), &req, in.Corrections, nil)
+			if err != nil {
+				return err
+			}
+			parts = append(parts, p)
+		}
 	}
 	if req.Kind == rights.Restriction || req.Kind == rights.Objection {
 		if _, err := a.cfg.Store.Purpose(r.Context(), t, req.Purpose); err != nil {
@@ -317,10 +344,161 @@ func (a *API) createRightsRequest(w http.ResponseWriter, r *http.Request) error 
 		req.Status = rights.Done
 		req.Evidence, _ = json.Marshal(map[string]string{"effect": "processing for purpose " + string(req.Purpose) + " stopped; data kept"})
 	}
-	if err := a.cfg.Store.CreateRightsRequest(r.Context(), req); err != nil {
+	if err := a.cfg.Store.CreateRightsRequest(r.Context(), req, parts...); err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusCreated, req)
+	return nil
+}
+
+// ownStream checks that a rectification request's stream is one of its
+// subject's: nobody rectifies another person's data through their request.
+func (a *API) ownStream(ctx context.Context, req rights.Request) error {
+	st, err := a.cfg.Store.Stream(ctx, req.Tenant, req.Rectification.Stream)
+	if err != nil {
+		return err
+	}
+	if st.Subject != req.Subject {
+		return errs.E(errs.Forbidden, fmt.Sprintf("stream %s is not subject %s's: a rectification request covers only the subject's own readings", st.ID, req.Subject))
+	}
+	return nil
+}
+
+// correctionsPart checks a part of a rectification request's corrections,
+// records it in req (rights.Request.AddCorrections) and seals it under the
+// subject's key as a wire block.
+func (a *API) correctionsPart(ctx context.Context, req *rights.Request, cs []series.Correction, del []series.TimeRange) (store.RectificationPart, error) {
+	first := 1
+	if req.Rectification != nil {
+		first = req.Rectification.Corrections + 1
+	}
+	if err := series.CheckCorrections(cs, first); err != nil {
+		return store.RectificationPart{}, err
+	}
+	if len(cs) > wire.MaxReadingsPerBatch {
+		return store.RectificationPart{}, errs.E(errs.Invalid, fmt.Sprintf("at most %d corrections per part", wire.MaxReadingsPerBatch))
+	}
+	if err := req.AddCorrections(len(cs), del); err != nil {
+		return store.RectificationPart{}, err
+	}
+	if len(cs) == 0 {
+		return store.RectificationPart{}, nil
+	}
+	rs := make([]wire.Reading, len(cs))
+	for i, c := range cs {
+		rs[i] = wire.Reading{Time: c.Time, Value: c.Value}
+	}
+	seq := req.Rectification.Parts
+	ct, err := a.cfg.Sealer.Seal(ctx, req.Subject, wire.AppendBlock(nil, rs), series.CorrectionsAD(req.Tenant, string(req.ID), seq))
+	if err != nil {
+		return store.RectificationPart{}, err
+	}
+	return store.RectificationPart{Tenant: req.Tenant, Request: req.ID, Seq: seq, Subject: req.Subject, Stream: req.Rectification.Stream, Count: len(cs), Data: ct}, nil
+}
+
+// addCorrections adds a part of corrections (at most 1 MiB of JSON) and
+// delete ranges to a rectification request that is not done or refused.
+func (a *API) addCorrections(w http.ResponseWriter, r *http.Request) error {
+	req, err := a.rightsRequestOf(r)
+	if err != nil {
+		return err
+	}
+	var in struct {
+		Corrections []series.Correction `json:"corrections"`
+		Delete      []series.TimeRange  `json:"delete,omitempty"`
+	}
+	if err := decodeJSON(w, r, &in); err != nil {
+		return err
+	}
+	if len(in.Corrections) == 0 && len(in.Delete) == 0 {
+		return errs.E(errs.Invalid, "no corrections and no delete ranges")
+	}
+	p, err := a.correctionsPart(r.Context(), &req, in.Corrections, in.Delete)
+	if err != nil {
+		return err
+	}
+	req.Updated = a.cfg.Now().UTC()
+	if p.Data == nil {
+		err = a.cfg.Store.UpdateRightsRequest(r.Context(), req)
+	} else {
+		err = a.cfg.Store.AddRectificationPart(r.Context(), req, p)
+	}
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, req)
+	return nil
+}
+
+// applyRectification carries out a rectification request: the stored
+// readings take the corrected values (or are deleted), the affected rollup
+// buckets are recomputed at every resolution, and the request becomes
+// done with its evidence — in one transaction (series.Rectification.Apply,
+// store.Store.Rectify). Bad input or a bucket that cannot be recomputed
+// changes nothing, the request included.
+func (a *API) applyRectification(w http.ResponseWriter, r *http.Request, req rights.Request) error {
+	ctx := r.Context()
+	if err := req.Transition(rights.Done, ""); err != nil {
+		return err
+	}
+	rc := req.Rectification
+	if rc == nil {
+		return errs.E(errs.Integrity, "the rectification request has no details")
+	}
+	if err := a.ownStream(ctx, req); err != nil {
+		return err
+	}
+	parts, err := a.cfg.Store.RectificationParts(ctx, req.Tenant, req.ID)
+	if err != nil {
+		return err
+	}
+	rect := series.Rectification{Tenant: req.Tenant, Subject: req.Subject, Stream: rc.Stream, Delete: rc.Delete,
+		Corrections: make([]series.Correction, 0, rc.Corrections)}
+	var rs []wire.Reading
+	for _, p := range parts {
+		if p.Subject != req.Subject || p.Stream != rc.Stream {
+			return errs.E(errs.Integrity, "a part of the corrections belongs to another stream")
+		}
+		pt, err := a.cfg.Sealer.Open(ctx, p.Subject, p.Data, series.CorrectionsAD(req.Tenant, string(req.ID), p.Seq))
+		if err != nil {
+			return err
+		}
+		if rs, err = wire.DecodeBlock(pt, rs[:0]); err != nil {
+			return errs.E(errs.Integrity, "a part of the corrections cannot be decoded")
+		}
+		for _, x := range rs {
+			rect.Corrections = append(rect.Corrections, series.Correction{Time: x.Time, Value: x.Value})
+		}
+	}
+	var done rights.Request
+	apply := func(ctx context.Context, tx *store.RectifyTx) error {
+		res, err := rect.Apply(ctx, tx, a.cfg.Sealer)
+		if err != nil {
+			return err
+		}
+		now := a.cfg.Now().UTC()
+		done = req
+		done.Status, done.Updated = rights.Done, now
+		done.Evidence, _ = json.Marshal(rights.RectificationEvidence{Stream: rc.Stream, Applied: now, Rectified: res})
+		return tx.FinishRequest(ctx, done, len(parts))
+	}
+	// Readings still landing at the times to rectify are compacted first;
+	// the background compactor may race ahead with new ones, so try again.
+	for attempt := 1; ; attempt++ {
+		if a.cfg.Compact != nil {
+			if err := a.cfg.Compact(ctx); err != nil {
+				return errs.E(errs.Unavailable, err)
+			}
+		}
+		err = a.cfg.Store.Rectify(ctx, req.Tenant, rc.Stream, apply)
+		if !errors.Is(err, series.ErrNotCompacted) || attempt == 3 {
+			break
+		}
+	}
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, done)
 	return nil
 }
 
@@ -364,8 +542,8 @@ func (a *API) rightsRequestOf(r *http.Request) (rights.Request, error) {
 	return req, nil
 }
 
-// setRightsStatus moves a request by hand: in progress, done (e.g. a
-// rectification made), or refused with a reason.
+// setRightsStatus moves a request by hand: in progress, done, or refused
+// with a reason (a refused rectification's corrections are deleted).
 func (a *API) setRightsStatus(w http.ResponseWriter, r *http.Request) error {
 	req, err := a.rightsRequestOf(r)
 	if err != nil {
@@ -380,6 +558,9 @@ func (a *API) setRightsStatus(w http.ResponseWriter, r *http.Request) error {
 	}
 	if err := req.Transition(in.Status, in.Reason); err != nil {
 		return err
+	}
+	if req.Kind == rights.Rectification && in.Status == rights.Done {
+		return errs.E(errs.Conflict, "a rectification is done by applying it: POST .../rights/{request}/fulfil")
 	}
 	req.Status, req.Reason, req.Updated = in.Status, in.Reason, a.cfg.Now().UTC()
 	if err := a.cfg.Store.UpdateRightsRequest(r.Context(), req); err != nil {
@@ -399,11 +580,15 @@ type ExportEvidence struct {
 }
 
 // fulfilRightsRequest carries out an access, portability or erasure
-// request across every store of the data map and records the evidence.
+// request across every store of the data map, or applies a rectification,
+// and records the evidence.
 func (a *API) fulfilRightsRequest(w http.ResponseWriter, r *http.Request) error {
 	req, err := a.rightsRequestOf(r)
 	if err != nil {
 		return err
+	}
+	if req.Kind == rights.Rectification {
+		return a.applyRectification(w, r, req)
 	}
 	if err := req.Transition(rights.Done, ""); err != nil {
 		return err

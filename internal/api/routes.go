@@ -117,6 +117,7 @@ func (a *API) routes() []route {
 		{"POST /v1/tenants/{tenant}/subjects/{subject}/rights", op(a.createRightsRequest)},
 		{"GET /v1/tenants/{tenant}/subjects/{subject}/rights", op(a.listRightsRequests)},
 		{"POST /v1/tenants/{tenant}/subjects/{subject}/rights/{request}/status", op(a.setRightsStatus)},
+		{"POST /v1/tenants/{tenant}/subjects/{subject}/rights/{request}/corrections", op(a.addCorrections)},
 		{"POST /v1/tenants/{tenant}/subjects/{subject}/rights/{request}/fulfil", op(a.fulfilRightsRequest)},
 		{"GET /v1/tenants/{tenant}/subjects/{subject}/rights/{request}/archive", op(a.rightsArchive)},
 		// Users, sessions and OpenID Connect login (identity.go).

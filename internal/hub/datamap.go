@@ -18,6 +18,7 @@ import (
 	"github.com/custos-iot/custos/internal/errs"
 	"github.com/custos-iot/custos/internal/plausibility"
 	"github.com/custos-iot/custos/internal/registry"
+	"github.com/custos-iot/custos/internal/rights"
 	"github.com/custos-iot/custos/internal/rollup"
 	"github.com/custos-iot/custos/internal/series"
 	"github.com/custos-iot/custos/internal/store"
@@ -164,18 +165,14 @@ func DataMap(h *Hub) *datamap.Map {
 		},
 		{
 			Name:       "rights-requests",
-			Categories: []string{"rights requests"},
-			Tables:     []string{"rights_requests"},
+			Categories: []string{"rights requests", "corrected readings submitted with rectification requests not yet applied (sealed)"},
+			Tables:     []string{"rights_requests", "rectification_parts"},
 			Export: func(ctx context.Context, r datamap.Ref, out datamap.Sink) error {
-				rs, err := h.Store.RightsRequests(ctx, r.Tenant, r.Subject)
-				if err != nil {
-					return err
-				}
-				return out.JSON("requests.json", nonNil(rs))
+				return h.exportRightsRequests(ctx, r, out)
 			},
 			Erase: func(ctx context.Context, r datamap.Ref) (datamap.Erased, error) {
 				n, err := h.Store.EraseSubjectRightsRequests(ctx, r.Tenant, r.Subject)
-				return datamap.Erased{Items: n, Note: "erasure requests are kept as evidence (art. 5(2)); they hold the pseudonymous subject ID and what was erased, never erased data"}, err
+				return datamap.Erased{Items: n, Note: "erasure requests are kept as evidence (art. 5(2)); they hold the pseudonymous subject ID and what was erased, never erased data; corrections of rectification requests deleted"}, err
 			},
 		},
 		{
@@ -613,4 +610,47 @@ func (h *Hub) exportQuarantine(ctx context.Context, r datamap.Ref, out datamap.S
 		}
 	}
 	return out.CSV("quarantine.csv", []string{"stream", "time_ms", "value", "quality", "reasons"}, rows)
+}
+
+// exportRightsRequests writes the subject's rights requests and, per
+// rectification request not yet applied or refused, the corrected
+// readings submitted with it (corrections-<request>.csv).
+func (h *Hub) exportRightsRequests(ctx context.Context, r datamap.Ref, out datamap.Sink) error {
+	rs, err := h.Store.RightsRequests(ctx, r.Tenant, r.Subject)
+	if err != nil {
+		return err
+	}
+	if err := out.JSON("requests.json", nonNil(rs)); err != nil {
+		return err
+	}
+	for _, req := range rs {
+		if req.Kind != rights.Rectification || req.Final() {
+			continue
+		}
+		parts, err := h.Store.RectificationParts(ctx, r.Tenant, req.ID)
+		if err != nil || len(parts) == 0 {
+			if err != nil {
+				return err
+			}
+			continue
+		}
+		var rows [][]string
+		for _, p := range parts {
+			pt, err := h.sealer.Open(ctx, p.Subject, p.Data, series.CorrectionsAD(r.Tenant, string(req.ID), p.Seq))
+			if err != nil {
+				return err
+			}
+			cs, err := wire.DecodeBlock(pt, nil)
+			if err != nil {
+				return errs.E(errs.Integrity, "a part of a rectification request's corrections cannot be decoded")
+			}
+			for _, c := range cs {
+				rows = append(rows, []string{strconv.FormatInt(c.Time, 10), strconv.FormatFloat(c.Value, 'g', -1, 64)})
+			}
+		}
+		if err := out.CSV("corrections-"+string(req.ID)+".csv", []string{"time_ms", "value"}, rows); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -262,6 +262,7 @@ func New(ctx context.Context, cfg Config) (_ *Hub, err error) {
 		DataMap:    DataMap(h), ExportDir: h.exportDir(), ReceiptSigner: receiptSigner, ReceiptKey: receiptKey,
 		Store: h.Store, Authority: h.Authority, Ingest: h.Ingest, Keys: h.Keys, Sealer: h.sealer, DeviceURL: deviceURL,
 		Purge:   h.requestPurge,
+		Compact: h.Compactor.Once,
 		Updates: h.updates,
 		KeyJobs: h.rot,
 		OAuth:   h.OAuth,

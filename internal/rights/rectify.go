@@ -48,9 +48,9 @@ func (r *RectificationClaim) check() error {
 }
 
 // AddCorrections records a further part of a rectification request: n
-// corrected readings (already checked with series.CheckCorrections) and
-// more delete ranges. The request must be a rectification that is not
-// final.
+// corrected readings (already checked with series.CheckCorrections; a
+// part is counted if n > 0) and more delete ranges. The request must be a
+// rectification that is not final.
 func (r *Request) AddCorrections(n int, del []series.TimeRange) error {
 	if r.Kind != Rectification || r.Rectification == nil {
 		return errs.E(errs.Conflict, fmt.Sprintf("corrections go with a rectification request, not a %s request", r.Kind))
@@ -67,7 +67,9 @@ func (r *Request) AddCorrections(n int, del []series.TimeRange) error {
 		return err
 	}
 	rc.Corrections += n
-	rc.Parts++
+	if n > 0 {
+		rc.Parts++
+	}
 	r.Rectification = &rc
 	return nil
 }
@@ -142,7 +144,7 @@ func parseCSV(r io.Reader) (CorrectionsFile, error) {
 			return CorrectionsFile{}, errs.E(errs.Invalid, "the corrections file cannot be read")
 		}
 		line, _ := cr.FieldPos(0)
-		t, terr := parseTime(rec[0])
+		t, terr := ParseTime(rec[0])
 		if terr != nil && n == 0 && !strings.ContainsAny(rec[0], "0123456789") {
 			continue // a header
 		}
@@ -156,9 +158,6 @@ func parseCSV(r io.Reader) (CorrectionsFile, error) {
 		if err != nil || math.IsNaN(v) || math.IsInf(v, 0) {
 			return CorrectionsFile{}, errs.E(errs.Invalid, fmt.Sprintf("line %d: the value is not a finite number", line))
 		}
-		if t < 0 || t >= wire.MaxTime {
-			return CorrectionsFile{}, errs.E(errs.Invalid, fmt.Sprintf("line %d: the time is outside 1970-01-01 to 2200-01-01", line))
-		}
 		if len(out.Corrections) == series.MaxCorrections {
 			return CorrectionsFile{}, errs.E(errs.Invalid, fmt.Sprintf("more than %d corrections: split the file", series.MaxCorrections))
 		}
@@ -170,10 +169,14 @@ func parseCSV(r io.Reader) (CorrectionsFile, error) {
 	return out, nil
 }
 
-// parseTime parses Unix ms or RFC 3339 with at most millisecond precision.
-func parseTime(s string) (int64, error) {
+// ParseTime parses a time as a corrections file gives it: Unix ms or RFC
+// 3339 with at most millisecond precision, within 1970 to 2200.
+func ParseTime(s string) (int64, error) {
 	s = strings.TrimSpace(s)
 	if ms, err := strconv.ParseInt(s, 10, 64); err == nil {
+		if ms < 0 || ms >= wire.MaxTime {
+			return 0, errors.New("the time is outside 1970-01-01 to 2200-01-01")
+		}
 		return ms, nil
 	}
 	t, err := time.Parse(time.RFC3339Nano, s)
@@ -201,7 +204,7 @@ func (f *fileTime) UnmarshalJSON(b []byte) error {
 	} else {
 		s = string(b)
 	}
-	t, err := parseTime(s)
+	t, err := ParseTime(s)
 	if err != nil {
 		return err
 	}
