@@ -264,7 +264,7 @@ func consentCommands(g *globals) []*cobra.Command {
 	consentCmd.AddCommand(give, withdraw, clist, receipt, verify)
 
 	// rights
-	rightsCmd := &cobra.Command{Use: "rights", Short: "Data subjects' rights requests (access, portability, erasure, restriction, objection)"}
+	rightsCmd := &cobra.Command{Use: "rights", Short: "Data subjects' rights requests (access, portability, rectification, erasure, restriction, objection)"}
 	var by, purpose, out string
 	open := func(ctx context.Context, subject string, kind rights.Kind) (rights.Request, error) {
 		c, err := g.client()
@@ -280,7 +280,7 @@ func consentCommands(g *globals) []*cobra.Command {
 		return r, err
 	}
 	request := &cobra.Command{
-		Use: "request SUBJECT KIND", Short: "Open a rights request (access, portability, rectification, erasure, restriction, objection)", Args: cobra.ExactArgs(2),
+		Use: "request SUBJECT KIND", Short: "Open a rights request (access, portability, erasure, restriction, objection; for rectification see rights rectify)", Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			r, err := open(cmd.Context(), args[0], rights.Kind(args[1]))
 			if err != nil {
@@ -392,11 +392,12 @@ func consentCommands(g *globals) []*cobra.Command {
 			return nil
 		},
 	}
-	for _, c := range []*cobra.Command{request, export, erase} {
+	rect := rectifyCommands(g, func() registry.TenantID { return registry.TenantID(tenant) }, &by)
+	for _, c := range []*cobra.Command{request, export, erase, rect[0]} {
 		c.Flags().StringVar(&by, "by", "subject", "who asked: subject, admin or dpo")
 	}
-	tflag(request, rlist, status, export, erase)
-	rightsCmd.AddCommand(request, rlist, status, export, erase)
+	tflag(request, rlist, status, export, erase, rect[0], rect[1])
+	rightsCmd.AddCommand(request, rlist, status, export, erase, rect[0], rect[1])
 	return []*cobra.Command{purposeCmd, consentCmd, rightsCmd}
 }
 

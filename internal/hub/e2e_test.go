@@ -21,7 +21,7 @@ import (
 func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 // startHub starts a hub on loopback with its own data directory.
-func startHub(t *testing.T, cfg hub.Config) (*hub.Hub, *client.Client) {
+func startHub(t testing.TB, cfg hub.Config) (*hub.Hub, *client.Client) {
 	t.Helper()
 	return hubtest.Start(t, cfg)
 }

@@ -42,7 +42,7 @@ type member struct {
 	device *http.Client
 }
 
-func addMember(t *testing.T, h *hub.Hub, c *client.Client, ten registry.TenantID, house string, p registry.Profile) member {
+func addMember(t testing.TB, h *hub.Hub, c *client.Client, ten registry.TenantID, house string, p registry.Profile) member {
 	t.Helper()
 	ctx := context.Background()
 	sub, err := c.CreateSubjectProfile(ctx, ten, p)
@@ -78,7 +78,7 @@ func addMember(t *testing.T, h *hub.Hub, c *client.Client, ten registry.TenantID
 }
 
 // post stores readings for one stream of the member.
-func (m member) post(t *testing.T, h *hub.Hub, stream int, rs []wire.Reading) {
+func (m member) post(t testing.TB, h *hub.Hub, stream int, rs []wire.Reading) {
 	t.Helper()
 	b := &wire.Batch{Series: []wire.Series{{Key: m.hh.Streams[stream].Key, Readings: rs}}}
 	if _, err := rand.Read(b.ID[:]); err != nil {

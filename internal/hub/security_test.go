@@ -151,7 +151,7 @@ func (f *fixture) connectorStatus(t *testing.T, id registry.ConnectorID) registr
 }
 
 // deviceClient returns an HTTP/1.1 keep-alive client for the device endpoint.
-func deviceClient(t *testing.T, cfg *tls.Config) *http.Client {
+func deviceClient(t testing.TB, cfg *tls.Config) *http.Client {
 	tr := &http.Transport{TLSClientConfig: cfg}
 	t.Cleanup(tr.CloseIdleConnections)
 	return &http.Client{Transport: tr, Timeout: 10 * time.Second}
@@ -166,7 +166,7 @@ type reply struct {
 }
 
 // send posts body and reads the whole answer.
-func send(t *testing.T, hc *http.Client, url, contentType string, body io.Reader) reply {
+func send(t testing.TB, hc *http.Client, url, contentType string, body io.Reader) reply {
 	t.Helper()
 	var r reply
 	trace := &httptrace.ClientTrace{GotConn: func(ci httptrace.GotConnInfo) { r.reused = ci.Reused }}
@@ -263,7 +263,7 @@ func newBatch(t *testing.T, first, n int, keys ...string) *wire.Batch {
 	return b
 }
 
-func encode(t *testing.T, bs ...*wire.Batch) []byte {
+func encode(t testing.TB, bs ...*wire.Batch) []byte {
 	t.Helper()
 	var out []byte
 	for _, b := range bs {
