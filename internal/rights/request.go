@@ -3,7 +3,10 @@
 // data map — an access/portability export gathers every registered
 // store's data about the subject into one machine-readable archive (JSON
 // and CSV in a zip); an erasure runs every registered store's erase
-// handler and keeps the evidence.
+// handler and keeps the evidence; a rectification names the subject's
+// stream, its grounds and what to correct (the corrected readings are
+// applied by internal/series), and its evidence holds counts, never the
+// wrong values. It also parses corrections files.
 //
 // It knows stores only through the data map (internal/datamap); it must
 // never write personal data into errors, logs or evidence.
