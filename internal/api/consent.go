@@ -418,12 +418,7 @@ func (a *API) addCorrections(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	req.Updated = a.cfg.Now().UTC()
-	if p.Data == nil {
-		err = a.cfg.Store.UpdateRightsRequest(r.Context(), req)
-	} else {
-		err = a.cfg.Store.AddRectificationPart(r.Context(), req, p)
-	}
-	if err != nil {
+	if err := a.cfg.Store.AddRectificationPart(r.Context(), req, p); err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusOK, req)

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 
 	"github.com/custos-iot/custos/internal/consent"
@@ -233,41 +234,42 @@ func rectificationJSON(r rights.Request) (string, error) {
 }
 
 // UpdateRightsRequest stores a request's new status, reason, evidence and
-// rectification details. A request that becomes done or refused keeps no
-// corrections waiting (deleted in the same transaction).
+// rectification details, unless the stored request is done or refused
+// already (errs.Conflict: those are final, whoever got there first). A
+// request that becomes done or refused keeps no corrections waiting
+// (deleted in the same transaction).
 func (s *Store) UpdateRightsRequest(ctx context.Context, r rights.Request) error {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
 	defer tx.Rollback()
-	if err := s.updateRights(ctx, tx, r, false); err != nil {
+	if err := s.updateRights(ctx, tx, r); err != nil {
 		return err
 	}
 	return tx.Commit()
 }
 
 // updateRights writes r's status, reason, evidence and rectification
-// details; with pending, only if the stored request is not final yet. A
-// final request's parts are deleted.
-func (s *Store) updateRights(ctx context.Context, tx *sql.Tx, r rights.Request, pending bool) error {
+// details in tx if the stored request is not final yet, and deletes the
+// parts of a request that becomes final.
+func (s *Store) updateRights(ctx context.Context, tx *sql.Tx, r rights.Request) error {
 	rect, err := rectificationJSON(r)
 	if err != nil {
 		return err
 	}
-	q := `UPDATE rights_requests SET status = ?, updated_ms = ?, reason = ?, evidence = ?, rectification = ? WHERE tenant_id = ? AND id = ?`
-	if pending {
-		q += ` AND status <> '` + string(rights.Done) + `' AND status <> '` + string(rights.Refused) + `'`
-	}
-	res, err := tx.ExecContext(ctx, s.q(q), r.Status, ms(r.Updated), r.Reason, string(r.Evidence), rect, r.Tenant, r.ID)
+	res, err := tx.ExecContext(ctx, s.q(`UPDATE rights_requests SET status = ?, updated_ms = ?, reason = ?, evidence = ?, rectification = ?
+		WHERE tenant_id = ? AND id = ? AND status <> ? AND status <> ?`), r.Status, ms(r.Updated), r.Reason, string(r.Evidence), rect, r.Tenant, r.ID, rights.Done, rights.Refused)
 	if err != nil {
 		return err
 	}
 	if n, _ := res.RowsAffected(); n == 0 {
-		if pending {
-			return errs.E(errs.Conflict, "the rights request was completed or refused meanwhile")
+		var st rights.Status
+		err := tx.QueryRowContext(ctx, s.q(`SELECT status FROM rights_requests WHERE tenant_id = ? AND id = ?`), r.Tenant, r.ID).Scan(&st)
+		if err != nil {
+			return notFound("rights request", err)
 		}
-		return errs.E(errs.NotFound, "rights request not found")
+		return errs.E(errs.Conflict, fmt.Sprintf("the rights request is %s already", st))
 	}
 	if r.Final() {
 		if _, err := tx.ExecContext(ctx, s.q(`DELETE FROM rectification_parts WHERE tenant_id = ? AND request_id = ?`), r.Tenant, r.ID); err != nil {

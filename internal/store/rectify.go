@@ -41,7 +41,8 @@ func (s *Store) insertParts(ctx context.Context, tx *sql.Tx, parts []Rectificati
 }
 
 // AddRectificationPart stores a further part of a rectification request's
-// corrections together with the request's updated details (r, as
+// corrections (none if p.Data is nil: a part of delete ranges only)
+// together with the request's updated details (r, as
 // rights.Request.AddCorrections left it), in one transaction, unless the
 // request was completed or refused meanwhile (errs.Conflict).
 func (s *Store) AddRectificationPart(ctx context.Context, r rights.Request, p RectificationPart) error {
@@ -50,11 +51,13 @@ func (s *Store) AddRectificationPart(ctx context.Context, r rights.Request, p Re
 		return err
 	}
 	defer tx.Rollback()
-	if err := s.updateRights(ctx, tx, r, true); err != nil {
+	if err := s.updateRights(ctx, tx, r); err != nil {
 		return err
 	}
-	if err := s.insertParts(ctx, tx, []RectificationPart{p}); err != nil {
-		return err
+	if p.Data != nil {
+		if err := s.insertParts(ctx, tx, []RectificationPart{p}); err != nil {
+			return err
+		}
 	}
 	return tx.Commit()
 }
@@ -250,5 +253,5 @@ func (x *RectifyTx) FinishRequest(ctx context.Context, r rights.Request, parts i
 	if n, _ := res.RowsAffected(); n != int64(parts) {
 		return errs.E(errs.Conflict, "corrections were added to the request while it was applied; apply it again")
 	}
-	return x.s.updateRights(ctx, x.tx, r, true)
+	return x.s.updateRights(ctx, x.tx, r)
 }

@@ -211,6 +211,16 @@ func testRectifyStore(t *testing.T, s *store.Store, now time.Time) {
 	if err := s.AddRectificationPart(ctx, req2, p1); !errs.Is(errs.Conflict, err) {
 		t.Errorf("a part for a refused request: %v", err)
 	}
+	// Done and refused are final, whoever got there first.
+	reopened := req2
+	reopened.Status = rights.InProgress
+	if err := s.UpdateRightsRequest(ctx, reopened); !errs.Is(errs.Conflict, err) {
+		t.Errorf("a refused request reopened: %v", err)
+	}
+	reopened.ID = "rrq_nope"
+	if err := s.UpdateRightsRequest(ctx, reopened); !errs.Is(errs.NotFound, err) {
+		t.Errorf("an unknown request updated: %v", err)
+	}
 	if _, err := s.EraseSubjectRightsRequests(ctx, a.tenant.ID, a.subject.ID); err != nil {
 		t.Fatal(err)
 	}
