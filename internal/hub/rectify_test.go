@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/custos-iot/custos/internal/api"
 	"github.com/custos-iot/custos/internal/audit"
 	"github.com/custos-iot/custos/internal/client"
 	"github.com/custos-iot/custos/internal/hub"
@@ -254,6 +255,13 @@ func testRectification(t *testing.T, cfg hub.Config) {
 		t.Errorf("a refused request applied: %v", err)
 	}
 
+	// The subject's key is rolled while the request waits: its sealed
+	// corrections are re-sealed with everything else (the old key is
+	// retired, so a correction left under it could not be opened).
+	if job := rollKeys(t, c, api.RollRequest{Subjects: []registry.SubjectID{a.hh.Subject.ID}}); job.Retired != 1 || job.Unreadable != 0 {
+		t.Fatalf("key roll: %+v", job)
+	}
+
 	// Applied: one action, one transaction.
 	done, err := fulfil(req.ID)
 	if err != nil {
@@ -362,6 +370,23 @@ func testRectification(t *testing.T, cfg hub.Config) {
 	}
 	if seen["POST /v1/tenants/{tenant}/subjects/{subject}/rights/{request}/fulfil /"+string(req.ID)+"/fulfil"] != 2 { // applied, then refused as done
 		t.Errorf("audit entries of the application: %v", seen)
+	}
+
+	// Erasing the subject deletes the corrections still pending.
+	var er rights.Request
+	if err := c.Do(ctx, "POST", sp, map[string]any{"kind": "erasure", "requested_by": "dpo"}, &er); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fulfil(er.ID); err != nil {
+		t.Fatal(err)
+	}
+	var left int
+	sqlOf(h).QueryRow(`SELECT COUNT(*) FROM rectification_parts WHERE subject_id = ?`, a.hh.Subject.ID).Scan(&left)
+	if left != 0 {
+		t.Errorf("%d parts of corrections left after the subject's erasure", left)
+	}
+	if !snapshot(t, c, ten.ID, b.hh.Streams[0].ID).equal(otherSubject) {
+		t.Error("the other subject's stream changed")
 	}
 }
 
