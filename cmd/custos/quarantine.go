@@ -33,7 +33,7 @@ func newQuarantine(g *globals) *cobra.Command {
 	tid := func() registry.TenantID { return registry.TenantID(tenant) }
 	cmd := &cobra.Command{Use: "quarantine", Short: "Readings held back by the plausibility checks: list, release, reject; the tenant's policy"}
 
-	var stream, after string
+	var stream, purpose, after string
 	var limit int
 	list := &cobra.Command{
 		Use: "list", Short: "List quarantined readings with their reasons (oldest first, one page)", Args: cobra.NoArgs,
@@ -42,7 +42,7 @@ func newQuarantine(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			p, err := c.Quarantine(cmd.Context(), tid(), registry.StreamID(stream), after, limit)
+			p, err := c.Quarantine(cmd.Context(), tid(), registry.StreamID(stream), purpose, after, limit)
 			if err != nil {
 				return err
 			}
@@ -53,6 +53,15 @@ func newQuarantine(g *globals) *cobra.Command {
 			fmt.Fprintf(w, "%d quarantined entries\n", len(p.Entries))
 			for _, e := range p.Entries {
 				fmt.Fprintf(w, "\nentry %d  stream %s  connector %s  received %s  %d readings\n", e.ID, e.Stream, e.Connector, time.UnixMilli(e.Received).UTC().Format(time.RFC3339), e.Count)
+				if len(e.Readings) == 0 {
+					seen := map[string]bool{}
+					for _, x := range e.Reasons {
+						if k := x.Rule.String() + ": " + x.Detail; !seen[k] {
+							seen[k] = true
+							fmt.Fprintf(w, "  %s\n", k)
+						}
+					}
+				}
 				for _, r := range e.Readings {
 					var why []string
 					for _, x := range r.Reasons {
@@ -69,6 +78,7 @@ func newQuarantine(g *globals) *cobra.Command {
 	}
 	tenantFlag(list)
 	list.Flags().StringVar(&stream, "stream", "", "only this stream")
+	list.Flags().StringVar(&purpose, "purpose", "", "open the readings of --stream for this purpose (needs a grant, like reading the stream); without it only the reasons are shown")
 	list.Flags().StringVar(&after, "after", "", "continue after this entry (the previous page's next)")
 	list.Flags().IntVar(&limit, "limit", 100, "entries per page (1-1000)")
 

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/custos-iot/custos/internal/api"
+	"github.com/custos-iot/custos/internal/client"
 	"github.com/custos-iot/custos/internal/hub"
 	"github.com/custos-iot/custos/internal/hubtest"
 	"github.com/custos-iot/custos/internal/uplink"
@@ -69,11 +70,14 @@ func TestQuarantineCLI(t *testing.T) {
 	post(day + 3_600_000)
 
 	out := mustCLI(t, "quarantine", "list")
-	if !strings.Contains(out, "2 quarantined entries") || !strings.Contains(out, "limit: outside") || !strings.Contains(out, "2e+06") {
-		t.Fatalf("quarantine list:\n%s", out)
+	if !strings.Contains(out, "2 quarantined entries") || !strings.Contains(out, "limit: outside") || strings.Contains(out, "2e+06") {
+		t.Fatalf("quarantine list (the overview opens no readings):\n%s", out)
+	}
+	if out := mustCLI(t, "quarantine", "list", "--stream", string(meter.ID), "--purpose", client.DefaultPurpose); !strings.Contains(out, "2e+06") {
+		t.Fatalf("quarantine list --purpose:\n%s", out)
 	}
 	var page api.QuarantinePage
-	if err := json.Unmarshal([]byte(mustCLI(t, "quarantine", "list", "--stream", string(meter.ID), "--json")), &page); err != nil || len(page.Entries) != 2 {
+	if err := json.Unmarshal([]byte(mustCLI(t, "quarantine", "list", "--stream", string(meter.ID), "--purpose", client.DefaultPurpose, "--json")), &page); err != nil || len(page.Entries) != 2 || page.Entries[0].Readings[0].Value != 2e6 {
 		t.Fatalf("quarantine list --json: %+v %v", page, err)
 	}
 	id := func(i int) string { return strconv.FormatInt(page.Entries[i].ID, 10) }

@@ -86,7 +86,11 @@ func (a *API) subjectOf(r *http.Request) audit.SubjectID {
 	if ar, ok := r.Context().Value(readKey{}).(authorizedRead); ok {
 		return audit.SubjectID(ar.stream.Subject) // looked up when authorized
 	}
-	if s := r.PathValue("stream"); s != "" {
+	s := r.PathValue("stream")
+	if s == "" && strings.HasSuffix(r.Pattern, "/quarantine") {
+		s = r.URL.Query().Get("stream") // a refused quarantine read names its subject too
+	}
+	if s != "" {
 		st, err := a.cfg.Store.Stream(r.Context(), registry.TenantID(r.PathValue("tenant")), registry.StreamID(s))
 		if err == nil {
 			return audit.SubjectID(st.Subject)

@@ -1,14 +1,17 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"strconv"
 
+	"github.com/custos-iot/custos/internal/access"
 	"github.com/custos-iot/custos/internal/errs"
 	"github.com/custos-iot/custos/internal/plausibility"
 	"github.com/custos-iot/custos/internal/registry"
+	"github.com/custos-iot/custos/internal/rollup"
 	"github.com/custos-iot/custos/internal/series"
 	"github.com/custos-iot/custos/internal/wire"
 )
@@ -28,7 +31,12 @@ type QuarantineEntry struct {
 	Batch     string               `json:"batch"`
 	Received  int64                `json:"received_ms"`
 	Count     int                  `json:"count"`
-	Readings  []QuarantinedReading `json:"readings"`
+	// Readings are the flagged readings with their reasons; only in a
+	// listing with a purpose (an authorized read of the stream).
+	Readings []QuarantinedReading `json:"readings,omitempty"`
+	// Reasons, in the overview (no purpose), are the reasons of the
+	// block's readings in reading order, without their times or values.
+	Reasons []plausibility.Reason `json:"reasons,omitempty"`
 }
 
 // QuarantinePage is a page of a tenant's quarantine, oldest first. Next,
@@ -49,22 +57,73 @@ type QuarantineResult struct {
 	Readings int `json:"readings"`
 }
 
-// listQuarantine serves a page of a tenant's quarantine with the flagged
-// readings opened and their reasons. Query parameters: stream (optional),
-// after (the previous page's next), limit (entries, default 100, at most
-// 1000).
-func (a *API) listQuarantine(w http.ResponseWriter, r *http.Request) error {
+// quarantineKey carries what authorizeQuarantine decided for
+// listQuarantine.
+type quarantineKey struct{}
+
+// quarantineView is what a quarantine listing may show: the overview (no
+// readings) or, with a purpose, the readings of one authorized stream.
+type quarantineView struct {
+	stream registry.Stream // set when readings are opened
+	open   bool
+}
+
+// authorizeQuarantine decides a quarantine listing. Quarantined readings
+// are personal data, so opening them is a read like any other: it needs a
+// purpose and a stream (one stream at a time, so the audit entry names its
+// data subject), and the principal's grants and the purpose's lawful basis
+// decide, exactly as for the stream's raw readings. Without a purpose the
+// listing is an overview that opens nothing (entry IDs, streams, counts and
+// the reasons, which hold no values or times), visible to those who may
+// see the tenant's registry: tenant admins, operators, auditors.
+func (a *API) authorizeQuarantine(r *http.Request) (*http.Request, error) {
+	const op errs.Op = "api.authorizeQuarantine"
 	t, err := a.tenantOf(r)
 	if err != nil {
-		return err
+		return r, err
+	}
+	p, ok := principalOf(r)
+	if !ok {
+		return r, errs.E(op, errs.Unauthenticated, "no principal")
 	}
 	v := r.URL.Query()
 	stream := registry.StreamID(v.Get("stream"))
+	var view quarantineView
 	if stream != "" {
-		if _, err := a.cfg.Store.Stream(r.Context(), t, stream); err != nil {
-			return err
+		if view.stream, err = a.cfg.Store.Stream(r.Context(), t, stream); err != nil {
+			return r, err
 		}
 	}
+	if v.Get("purpose") == "" {
+		if p.Tenant != "" && !p.Has(access.RoleTenantAdmin) && !p.Has(access.RoleOperator) && !p.Has(access.RoleAuditor) {
+			return r, errs.E(op, errs.Forbidden, "the quarantine overview is visible to tenant admins, operators and auditors; to open readings give a stream and a purpose you hold a grant for")
+		}
+		return r.WithContext(context.WithValue(r.Context(), quarantineKey{}, view)), nil
+	}
+	if stream == "" {
+		return r, errs.E(op, errs.Invalid, "quarantined readings are opened one stream at a time: give stream with purpose")
+	}
+	if _, err := a.authorizeRead(r, view.stream, rollup.Raw); err != nil {
+		return r, err
+	}
+	view.open = true
+	r = r.WithContext(context.WithValue(r.Context(), readKey{}, authorizedRead{stream: view.stream, res: rollup.Raw}))
+	return r.WithContext(context.WithValue(r.Context(), quarantineKey{}, view)), nil
+}
+
+// listQuarantine serves a page of a tenant's quarantine: with a purpose,
+// one stream's flagged readings opened with their reasons; without, the
+// overview (see authorizeQuarantine). Query parameters: stream, purpose,
+// after (the previous page's next), limit (entries, default 100, at most
+// 1000).
+func (a *API) listQuarantine(w http.ResponseWriter, r *http.Request) error {
+	view, ok := r.Context().Value(quarantineKey{}).(quarantineView)
+	if !ok { // only reachable through authorizeQuarantine: fail closed
+		return errs.E(errs.Forbidden, "quarantine listing not authorized")
+	}
+	t := pathTenant(r)
+	v := r.URL.Query()
+	var err error
 	after, limit := int64(0), 100
 	if s := v.Get("after"); s != "" {
 		if after, err = strconv.ParseInt(s, 10, 64); err != nil || after < 0 {
@@ -76,7 +135,7 @@ func (a *API) listQuarantine(w http.ResponseWriter, r *http.Request) error {
 			return errs.E(errs.Invalid, "limit must be between 1 and 1000")
 		}
 	}
-	qs, err := a.cfg.Store.Quarantine(r.Context(), t, stream, after, limit+1)
+	qs, err := a.cfg.Store.Quarantine(r.Context(), t, view.stream.ID, after, limit+1)
 	if err != nil {
 		return err
 	}
@@ -85,8 +144,32 @@ func (a *API) listQuarantine(w http.ResponseWriter, r *http.Request) error {
 		qs = qs[:limit]
 		page.Next = strconv.FormatInt(qs[limit-1].ID, 10)
 	}
+	live := map[registry.StreamID]bool{}
 	for i := range qs {
-		e, err := a.openQuarantined(r, &qs[i])
+		q := &qs[i]
+		if !view.open {
+			// An erased subject's streams have left the registry: their
+			// entries are unreadable and await the purge.
+			alive, seen := live[q.Stream]
+			if !seen {
+				_, err := a.cfg.Store.Stream(r.Context(), t, q.Stream)
+				if err != nil && !errs.Is(errs.NotFound, err) {
+					return err
+				}
+				alive = err == nil
+				live[q.Stream] = alive
+			}
+			if !alive {
+				continue
+			}
+			e, err := overviewEntry(q)
+			if err != nil {
+				return err
+			}
+			page.Entries = append(page.Entries, e)
+			continue
+		}
+		e, err := a.openQuarantined(r, q)
 		if errs.Is(errs.NotFound, err) {
 			continue // an erased subject's, unreadable and awaiting purge
 		}
@@ -97,6 +180,21 @@ func (a *API) listQuarantine(w http.ResponseWriter, r *http.Request) error {
 	}
 	writeJSON(w, http.StatusOK, page)
 	return nil
+}
+
+// overviewEntry describes a quarantined block without opening it: its
+// readings carry only their reasons (index order), no time or value.
+func overviewEntry(q *series.Quarantined) (QuarantineEntry, error) {
+	e := QuarantineEntry{ID: q.ID, Stream: q.Stream, Connector: q.Connector, Batch: q.Batch.String(), Received: q.Received, Count: q.Count}
+	var why []plausibility.Verdict
+	if err := json.Unmarshal(q.Reasons, &why); err != nil {
+		return e, errs.E(errs.Integrity, fmt.Sprintf("reasons of quarantined block %d cannot be decoded", q.ID))
+	}
+	e.Reasons = make([]plausibility.Reason, 0, len(why))
+	for _, v := range why {
+		e.Reasons = append(e.Reasons, v.Reasons...)
+	}
+	return e, nil
 }
 
 func (a *API) openQuarantined(r *http.Request, q *series.Quarantined) (QuarantineEntry, error) {

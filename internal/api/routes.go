@@ -147,7 +147,7 @@ func (a *API) routes() []route {
 		{"POST /oauth2/introspect", a.oauthAudited},
 		{"GET /v1/tenants/{tenant}/streams/{stream}/policy", op(a.streamPolicy)},
 		{"PUT /v1/tenants/{tenant}/streams/{stream}/policy", op(a.setStreamPolicy)},
-		{"GET /v1/tenants/{tenant}/quarantine", op(a.listQuarantine)},
+		{"GET /v1/tenants/{tenant}/quarantine", a.dataRead(a.authorizeQuarantine, a.listQuarantine)},
 		{"POST /v1/tenants/{tenant}/quarantine/release", op(a.releaseQuarantine)},
 		{"POST /v1/tenants/{tenant}/quarantine/reject", op(a.rejectQuarantine)},
 		{"GET /v1/tenants/{tenant}/plausibility", op(a.plausibilityPolicy)},

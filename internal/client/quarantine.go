@@ -13,10 +13,13 @@ import (
 // Quarantine lists one page of a tenant's quarantine, oldest first; stream
 // narrows it to one stream, after is the previous page's Next ("" for the
 // first page), limit the entries (0 for the hub's default).
-func (c *Client) Quarantine(ctx context.Context, t registry.TenantID, stream registry.StreamID, after string, limit int) (p api.QuarantinePage, err error) {
+func (c *Client) Quarantine(ctx context.Context, t registry.TenantID, stream registry.StreamID, purpose, after string, limit int) (p api.QuarantinePage, err error) {
 	q := url.Values{}
 	if stream != "" {
 		q.Set("stream", string(stream))
+	}
+	if purpose != "" {
+		q.Set("purpose", purpose)
 	}
 	if after != "" {
 		q.Set("after", after)

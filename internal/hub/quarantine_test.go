@@ -5,12 +5,15 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/custos-iot/custos/internal/access"
 	"github.com/custos-iot/custos/internal/api"
+	"github.com/custos-iot/custos/internal/audit"
 	"github.com/custos-iot/custos/internal/client"
 	"github.com/custos-iot/custos/internal/hub"
 	"github.com/custos-iot/custos/internal/ingest"
@@ -133,7 +136,7 @@ func testQuarantine(t *testing.T, cfg hub.Config) {
 		t.Fatalf("the quarantined reading reached the rollups: max %g", mx)
 	}
 
-	page, err := c.Quarantine(ctx, ten.ID, st.ID, "", 0)
+	page, err := c.Quarantine(ctx, ten.ID, st.ID, client.DefaultPurpose, "", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -174,14 +177,14 @@ func testQuarantine(t *testing.T, cfg hub.Config) {
 	if res := m.postBatch(t, h, batchOf(st.Key, later)); res.Quarantined != 1 {
 		t.Fatalf("second batch: %+v", res)
 	}
-	page, err = c.Quarantine(ctx, ten.ID, "", "", 0)
+	page, err = c.Quarantine(ctx, ten.ID, "", "", "", 0)
 	if err != nil || len(page.Entries) != 1 {
 		t.Fatalf("quarantine: %+v %v", page, err)
 	}
 	if r, err := c.RejectQuarantine(ctx, ten.ID, []int64{page.Entries[0].ID}); err != nil || r.Readings != 1 {
 		t.Fatalf("reject: %+v %v", r, err)
 	}
-	if page, err := c.Quarantine(ctx, ten.ID, "", "", 0); err != nil || len(page.Entries) != 0 {
+	if page, err := c.Quarantine(ctx, ten.ID, "", "", "", 0); err != nil || len(page.Entries) != 0 {
 		t.Fatalf("after reject: %+v %v", page, err)
 	}
 	if got := readsOf(t, c, ten.ID, st.ID); len(got) != 60+11 {
@@ -196,8 +199,8 @@ func testQuarantine(t *testing.T, cfg hub.Config) {
 	spiky := fiveMinutes(start.Add(10*time.Hour), 3)
 	spiky[1].Value = spike
 	m.postBatch(t, h, batchOf(st.Key, spiky))
-	page, _ = c.Quarantine(ctx, ten.ID, "", "", 0)
-	if op, err := c.Quarantine(ctx, other.ID, "", "", 0); err != nil || len(op.Entries) != 0 || len(page.Entries) != 1 {
+	page, _ = c.Quarantine(ctx, ten.ID, "", "", "", 0)
+	if op, err := c.Quarantine(ctx, other.ID, "", "", "", 0); err != nil || len(op.Entries) != 0 || len(page.Entries) != 1 {
 		t.Fatalf("other tenant's quarantine: %+v %v", op, err)
 	}
 	if _, err := c.RejectQuarantine(ctx, other.ID, []int64{page.Entries[0].ID}); err == nil {
@@ -210,7 +213,7 @@ func testQuarantine(t *testing.T, cfg hub.Config) {
 	if rj.Retired != 1 || rj.Unreadable != 0 {
 		t.Fatalf("roll: %+v", rj)
 	}
-	if again, err := c.Quarantine(ctx, ten.ID, "", "", 0); err != nil || len(again.Entries) != 1 || again.Entries[0].Readings[0].Value != spike {
+	if again, err := c.Quarantine(ctx, ten.ID, st.ID, client.DefaultPurpose, "", 0); err != nil || len(again.Entries) != 1 || again.Entries[0].Readings[0].Value != spike {
 		t.Fatalf("quarantine after a key roll: %+v %v", again, err)
 	}
 
@@ -218,7 +221,7 @@ func testQuarantine(t *testing.T, cfg hub.Config) {
 	if _, err := c.EraseSubject(ctx, ten.ID, m.hh.Subject.ID); err != nil {
 		t.Fatal(err)
 	}
-	if page, err := c.Quarantine(ctx, ten.ID, "", "", 0); err != nil || len(page.Entries) != 0 {
+	if page, err := c.Quarantine(ctx, ten.ID, "", "", "", 0); err != nil || len(page.Entries) != 0 {
 		t.Fatalf("quarantine after erasure: %+v %v", page, err)
 	}
 	waitPurged(t, c, ten.ID)
@@ -319,5 +322,95 @@ func TestPlausibilityPolicy(t *testing.T) {
 	}
 	if p, err := c.PlausibilityPolicy(ctx, ten.ID); err != nil || !p.Disabled {
 		t.Fatalf("policy after refused changes: %+v %v", p, err)
+	}
+}
+
+// TestQuarantineReadsNeedGrants: quarantined readings are personal data,
+// opened under the same decision as the stream's readings. An analyst
+// without a grant is refused (403) both the readings and the overview; a
+// grant on the stream for the purpose opens them; an admin of another
+// tenant is refused; an analyst cannot release or reject; each request
+// leaves one audit entry, the refused read naming the data subject.
+func TestQuarantineReadsNeedGrants(t *testing.T) {
+	h, c := startHub(t, hub.Config{})
+	ctx := context.Background()
+	ten, err := c.CreateTenant(ctx, "Quarantine Grants Coop")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.GrantSelf(ctx, ten.ID); err != nil { // declares "monitoring"
+		t.Fatal(err)
+	}
+	m := addMember(t, h, c, ten.ID, "house-qg", registry.Profile{Name: "Member QG"})
+	st := m.hh.Streams[1]
+	rs := fiveMinutes(time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC), 6)
+	rs[3].Value = 1e6
+	if res := m.postBatch(t, h, batchOf(st.Key, rs)); res.Quarantined != 1 {
+		t.Fatalf("post: %+v", res)
+	}
+	status := func(err error) int {
+		var ce *client.Error
+		if err == nil {
+			return 200
+		}
+		if errors.As(err, &ce) {
+			return ce.Status
+		}
+		t.Fatal(err)
+		return 0
+	}
+	analyst, analystID := tokenClient(t, c, ten.ID, "analyst", access.RoleAnalyst)
+	before := h.Audit.Size()
+	if _, err := analyst.Quarantine(ctx, ten.ID, st.ID, client.DefaultPurpose, "", 0); status(err) != 403 {
+		t.Fatalf("analyst without a grant: %v, want 403", err)
+	}
+	// One entry, denied, naming the data subject: they see who tried.
+	es, err := h.Audit.Entries(ctx, before, h.Audit.Size())
+	if err != nil || len(es) != 1 || es[0].Outcome != audit.Denied || es[0].Subject != audit.SubjectID(m.hh.Subject.ID) || string(es[0].Principal) != analystID {
+		t.Fatalf("audit of the refused read: %+v %v", es, err)
+	}
+	if _, err := analyst.Quarantine(ctx, ten.ID, "", "", "", 0); status(err) != 403 {
+		t.Fatalf("analyst, overview: %v, want 403", err)
+	}
+	if _, err := analyst.Quarantine(ctx, ten.ID, "", client.DefaultPurpose, "", 0); status(err) != 400 {
+		t.Fatalf("purpose without stream: %v, want 400", err)
+	}
+
+	if _, err := c.Grant(ctx, ten.ID, api.GrantIn{Principal: analystID, Resource: "stream:" + string(st.ID), Finest: "raw", Purposes: []string{client.DefaultPurpose}}); err != nil {
+		t.Fatal(err)
+	}
+	page, err := analyst.Quarantine(ctx, ten.ID, st.ID, client.DefaultPurpose, "", 0)
+	if err != nil || len(page.Entries) != 1 || len(page.Entries[0].Readings) != 1 || page.Entries[0].Readings[0].Value != 1e6 {
+		t.Fatalf("analyst with a grant: %+v %v", page, err)
+	}
+	if _, err := analyst.Quarantine(ctx, ten.ID, st.ID, "marketing", "", 0); status(err) != 403 {
+		t.Fatalf("analyst, another purpose: %v, want 403", err)
+	}
+	// The grant is for reading, not for changing the quarantine.
+	if _, err := analyst.ReleaseQuarantine(ctx, ten.ID, []int64{page.Entries[0].ID}); status(err) != 403 {
+		t.Fatalf("analyst release: %v, want 403", err)
+	}
+	if _, err := analyst.RejectQuarantine(ctx, ten.ID, []int64{page.Entries[0].ID}); status(err) != 403 {
+		t.Fatalf("analyst reject: %v, want 403", err)
+	}
+
+	// Another tenant's admin is refused, whatever they ask.
+	other, err := c.CreateTenant(ctx, "Other Grants Coop")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stranger, _ := tokenClient(t, c, other.ID, "stranger", access.RoleTenantAdmin)
+	for _, purpose := range []string{"", client.DefaultPurpose} {
+		if _, err := stranger.Quarantine(ctx, ten.ID, st.ID, purpose, "", 0); status(err) != 403 {
+			t.Fatalf("another tenant's admin (purpose %q): %v, want 403", purpose, err)
+		}
+	}
+	if _, err := stranger.RejectQuarantine(ctx, ten.ID, []int64{page.Entries[0].ID}); status(err) != 403 {
+		t.Fatalf("another tenant's admin rejects: %v, want 403", err)
+	}
+	// The overview shows reasons, no readings.
+	ov, err := c.Quarantine(ctx, ten.ID, "", "", "", 0)
+	if err != nil || len(ov.Entries) != 1 || len(ov.Entries[0].Readings) != 0 || len(ov.Entries[0].Reasons) == 0 {
+		t.Fatalf("overview: %+v %v", ov, err)
 	}
 }
