@@ -297,6 +297,8 @@ func (a *API) createDevice(w http.ResponseWriter, r *http.Request) error {
 		Site      registry.SiteID      `json:"site"`
 		Connector registry.ConnectorID `json:"connector"`
 		Name      string               `json:"name"`
+		// MeterSerial binds the device to a meter identity (optional).
+		MeterSerial string `json:"meter_serial"`
 	}
 	if err := decodeJSON(w, r, &in); err != nil {
 		return err
@@ -304,11 +306,14 @@ func (a *API) createDevice(w http.ResponseWriter, r *http.Request) error {
 	if err := registry.CheckName("device", in.Name); err != nil {
 		return err
 	}
+	if err := registry.CheckMeterSerial(in.MeterSerial); err != nil {
+		return err
+	}
 	id, err := a.newID("dev")
 	if err != nil {
 		return err
 	}
-	v := registry.Device{ID: registry.DeviceID(id), Tenant: t, Site: in.Site, Connector: in.Connector, Name: in.Name, Created: a.cfg.Now().UTC()}
+	v := registry.Device{ID: registry.DeviceID(id), Tenant: t, Site: in.Site, Connector: in.Connector, Name: in.Name, MeterSerial: in.MeterSerial, Created: a.cfg.Now().UTC()}
 	if err := a.cfg.Store.CreateDevice(r.Context(), v); err != nil {
 		return err
 	}
@@ -327,6 +332,8 @@ func (a *API) createStream(w http.ResponseWriter, r *http.Request) error {
 		Metric   string            `json:"metric"`
 		Category registry.Category `json:"category"`
 		Unit     string            `json:"unit"`
+		// Role is the stream's part in its site's energy balance (optional).
+		Role registry.Role `json:"role"`
 	}
 	if err := decodeJSON(w, r, &in); err != nil {
 		return err
@@ -335,6 +342,9 @@ func (a *API) createStream(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if err := registry.CheckUnit(in.Unit); err != nil {
+		return err
+	}
+	if err := registry.CheckRole(in.Role, in.Unit); err != nil {
 		return err
 	}
 	if !registry.ValidCategory(in.Category) {
@@ -353,7 +363,7 @@ func (a *API) createStream(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	v := registry.Stream{ID: registry.StreamID(id), Tenant: t, Subject: site.Subject, Device: d.ID, Metric: in.Metric, Key: registry.StreamKey(d.Name, in.Metric),
-		Category: in.Category, Unit: in.Unit, Created: a.cfg.Now().UTC()}
+		Category: in.Category, Unit: in.Unit, Role: in.Role, Site: d.Site, Created: a.cfg.Now().UTC()}
 	if err := a.cfg.Store.CreateStream(r.Context(), v); err != nil {
 		return err
 	}

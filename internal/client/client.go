@@ -242,6 +242,20 @@ func (c *Client) CreateDevice(ctx context.Context, t registry.TenantID, site reg
 	return
 }
 
+// CreateMeterDevice creates a device bound to a meter serial: readings its
+// connector reports under another meter identity are quarantined.
+func (c *Client) CreateMeterDevice(ctx context.Context, t registry.TenantID, site registry.SiteID, conn registry.ConnectorID, name, serial string) (v registry.Device, err error) {
+	err = c.Do(ctx, "POST", "/v1/tenants/"+string(t)+"/devices", map[string]string{"site": string(site), "connector": string(conn), "name": name, "meter_serial": serial}, &v)
+	return
+}
+
+// CreateRoleStream creates a power stream with a role in its site's
+// energy balance (import, export, production, load).
+func (c *Client) CreateRoleStream(ctx context.Context, t registry.TenantID, dev registry.DeviceID, metric string, cat registry.Category, role registry.Role) (v registry.Stream, err error) {
+	err = c.Do(ctx, "POST", "/v1/tenants/"+string(t)+"/streams", map[string]string{"device": string(dev), "metric": metric, "category": string(cat), "unit": "W", "role": string(role)}, &v)
+	return
+}
+
 // CreateStream creates a stream of a device.
 func (c *Client) CreateStream(ctx context.Context, t registry.TenantID, dev registry.DeviceID, metric string, cat registry.Category, unit string) (v registry.Stream, err error) {
 	err = c.Do(ctx, "POST", "/v1/tenants/"+string(t)+"/streams", map[string]string{"device": string(dev), "metric": metric, "category": string(cat), "unit": unit}, &v)

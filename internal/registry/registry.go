@@ -160,7 +160,53 @@ type Device struct {
 	Site      SiteID      `json:"site"`
 	Connector ConnectorID `json:"connector"`
 	Name      string      `json:"name"`
-	Created   time.Time   `json:"created"`
+	// MeterSerial, if set, is the identity of the meter this device is:
+	// readings its connector sends with another identity (or none) for
+	// the device are quarantined (rule meter_identity).
+	MeterSerial string    `json:"meter_serial,omitempty"`
+	Created     time.Time `json:"created"`
+}
+
+// Role is what a power stream means for its site's energy balance; the
+// site balance check pairs a site's streams by it. The zero value: no role.
+type Role string
+
+// The roles.
+const (
+	RoleNone       Role = ""
+	RoleImport     Role = "import"     // power drawn from the grid, W ≥ 0
+	RoleExport     Role = "export"     // power fed into the grid, W ≥ 0
+	RoleProduction Role = "production" // local generation (PV), W ≥ 0
+	RoleLoad       Role = "load"       // a sub-metered load (heat pump, EV charger), W ≥ 0
+)
+
+// CheckRole validates a stream's role: one of the roles, and only on a
+// stream in W (the balance is a balance of power).
+func CheckRole(r Role, unit string) error {
+	switch r {
+	case RoleNone:
+		return nil
+	case RoleImport, RoleExport, RoleProduction, RoleLoad:
+		if unit != "W" {
+			return errs.E(errs.Invalid, "a stream with a site role must measure power in W")
+		}
+		return nil
+	}
+	return errs.E(errs.Invalid, "role must be import, export, production, load or empty")
+}
+
+// CheckMeterSerial validates a meter serial: up to 64 printable ASCII
+// characters without spaces.
+func CheckMeterSerial(s string) error {
+	if len(s) > 64 {
+		return errs.E(errs.Invalid, "meter serial must be at most 64 characters")
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] <= 0x20 || s[i] >= 0x7f {
+			return errs.E(errs.Invalid, "meter serial must be printable ASCII without spaces")
+		}
+	}
+	return nil
 }
 
 // Stream is one metric of one device. Its Key, "<device name>/<metric>", is
@@ -175,7 +221,11 @@ type Stream struct {
 	Key      string    `json:"key"`
 	Category Category  `json:"category"`
 	Unit     string    `json:"unit"`
-	Created  time.Time `json:"created"`
+	// Role is the stream's part in its site's energy balance, if any.
+	Role Role `json:"role,omitempty"`
+	// Site is the site of the stream's device (looked up, not stored).
+	Site    SiteID    `json:"site,omitempty"`
+	Created time.Time `json:"created"`
 }
 
 // StreamKey is the wire key of a device's metric.

@@ -223,7 +223,7 @@ func (s *Store) CreateDevice(ctx context.Context, v registry.Device) error {
 	if n != 2 {
 		return errs.E(errs.NotFound, "site or connector not found in the tenant")
 	}
-	_, err = s.db.ExecContext(ctx, s.q(`INSERT INTO devices (id, tenant_id, site_id, connector_id, name, created_ms) VALUES (?, ?, ?, ?, ?, ?)`), v.ID, v.Tenant, v.Site, v.Connector, v.Name, ms(v.Created))
+	_, err = s.db.ExecContext(ctx, s.q(`INSERT INTO devices (id, tenant_id, site_id, connector_id, name, meter_serial, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?)`), v.ID, v.Tenant, v.Site, v.Connector, v.Name, v.MeterSerial, ms(v.Created))
 	if isUnique(err) {
 		return errs.E(errs.Exists, "a device with that name already exists in the tenant")
 	}
@@ -232,16 +232,29 @@ func (s *Store) CreateDevice(ctx context.Context, v registry.Device) error {
 
 // Devices lists a tenant's devices.
 func (s *Store) Devices(ctx context.Context, tenant registry.TenantID) ([]registry.Device, error) {
-	rows, err := s.db.QueryContext(ctx, s.q(`SELECT id, site_id, connector_id, name, created_ms FROM devices WHERE tenant_id = ? ORDER BY created_ms, id`), tenant)
+	rows, err := s.db.QueryContext(ctx, s.q(`SELECT id, tenant_id, site_id, connector_id, name, meter_serial, created_ms FROM devices WHERE tenant_id = ? ORDER BY created_ms, id`), tenant)
 	if err != nil {
 		return nil, err
 	}
+	return scanDevices(rows)
+}
+
+// ConnectorDevices lists the devices a connector serves.
+func (s *Store) ConnectorDevices(ctx context.Context, connector registry.ConnectorID) ([]registry.Device, error) {
+	rows, err := s.db.QueryContext(ctx, s.q(`SELECT id, tenant_id, site_id, connector_id, name, meter_serial, created_ms FROM devices WHERE connector_id = ? ORDER BY id`), connector)
+	if err != nil {
+		return nil, err
+	}
+	return scanDevices(rows)
+}
+
+func scanDevices(rows *sql.Rows) ([]registry.Device, error) {
 	defer rows.Close()
 	var out []registry.Device
 	for rows.Next() {
-		v := registry.Device{Tenant: tenant}
+		var v registry.Device
 		var c int64
-		if err := rows.Scan(&v.ID, &v.Site, &v.Connector, &v.Name, &c); err != nil {
+		if err := rows.Scan(&v.ID, &v.Tenant, &v.Site, &v.Connector, &v.Name, &v.MeterSerial, &c); err != nil {
 			return nil, err
 		}
 		v.Created = fromMS(c)
@@ -254,22 +267,23 @@ func (s *Store) Devices(ctx context.Context, tenant registry.TenantID) ([]regist
 func (s *Store) Device(ctx context.Context, tenant registry.TenantID, id registry.DeviceID) (registry.Device, error) {
 	v := registry.Device{ID: id, Tenant: tenant}
 	var c int64
-	err := s.db.QueryRowContext(ctx, s.q(`SELECT site_id, connector_id, name, created_ms FROM devices WHERE tenant_id = ? AND id = ?`), tenant, id).Scan(&v.Site, &v.Connector, &v.Name, &c)
+	err := s.db.QueryRowContext(ctx, s.q(`SELECT site_id, connector_id, name, meter_serial, created_ms FROM devices WHERE tenant_id = ? AND id = ?`), tenant, id).Scan(&v.Site, &v.Connector, &v.Name, &v.MeterSerial, &c)
 	v.Created = fromMS(c)
 	return v, notFound("device", err)
 }
 
 // CreateStream inserts a stream; its key is derived from the device's name.
 func (s *Store) CreateStream(ctx context.Context, v registry.Stream) error {
-	_, err := s.db.ExecContext(ctx, s.q(`INSERT INTO streams (id, tenant_id, subject_id, device_id, metric, stream_key, category, unit, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`),
-		v.ID, v.Tenant, v.Subject, v.Device, v.Metric, v.Key, v.Category, v.Unit, ms(v.Created))
+	_, err := s.db.ExecContext(ctx, s.q(`INSERT INTO streams (id, tenant_id, subject_id, device_id, metric, stream_key, category, unit, role, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+		v.ID, v.Tenant, v.Subject, v.Device, v.Metric, v.Key, v.Category, v.Unit, string(v.Role), ms(v.Created))
 	if isUnique(err) {
 		return errs.E(errs.Exists, "the device already has a stream for that metric")
 	}
 	return err
 }
 
-const streamCols = `s.id, s.tenant_id, s.subject_id, s.device_id, s.metric, s.stream_key, s.category, s.unit, s.created_ms`
+const streamCols = `s.id, s.tenant_id, s.subject_id, s.device_id, s.metric, s.stream_key, s.category, s.unit, s.role,
+	COALESCE((SELECT d0.site_id FROM devices d0 WHERE d0.id = s.device_id), ''), s.created_ms`
 
 func scanStreams(rows *sql.Rows) ([]registry.Stream, error) {
 	defer rows.Close()
@@ -277,7 +291,7 @@ func scanStreams(rows *sql.Rows) ([]registry.Stream, error) {
 	for rows.Next() {
 		var v registry.Stream
 		var c int64
-		if err := rows.Scan(&v.ID, &v.Tenant, &v.Subject, &v.Device, &v.Metric, &v.Key, &v.Category, &v.Unit, &c); err != nil {
+		if err := rows.Scan(&v.ID, &v.Tenant, &v.Subject, &v.Device, &v.Metric, &v.Key, &v.Category, &v.Unit, &v.Role, &v.Site, &c); err != nil {
 			return nil, err
 		}
 		v.Created = fromMS(c)
@@ -299,6 +313,17 @@ func (s *Store) Streams(ctx context.Context, tenant registry.TenantID) ([]regist
 // exactly the streams it may write.
 func (s *Store) ConnectorStreams(ctx context.Context, connector registry.ConnectorID) ([]registry.Stream, error) {
 	rows, err := s.db.QueryContext(ctx, s.q(`SELECT `+streamCols+` FROM streams s JOIN devices d ON d.id = s.device_id WHERE d.connector_id = ? AND d.tenant_id = s.tenant_id`), connector)
+	if err != nil {
+		return nil, err
+	}
+	return scanStreams(rows)
+}
+
+// SiteRoleStreams lists the streams of a tenant's site that have a role in
+// its energy balance.
+func (s *Store) SiteRoleStreams(ctx context.Context, tenant registry.TenantID, site registry.SiteID) ([]registry.Stream, error) {
+	rows, err := s.db.QueryContext(ctx, s.q(`SELECT `+streamCols+` FROM streams s JOIN devices d ON d.id = s.device_id
+		WHERE s.tenant_id = ? AND d.site_id = ? AND d.tenant_id = s.tenant_id AND s.role <> '' ORDER BY s.id`), tenant, site)
 	if err != nil {
 		return nil, err
 	}
