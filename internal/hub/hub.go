@@ -103,6 +103,10 @@ type Config struct {
 	// policy readings timed before then are also judged by the previous
 	// policy (see internal/collection). Default 5 minutes.
 	PolicyGrace time.Duration
+	// SiteGrace is how long readings of streams with a site role wait in
+	// landing for the site's other streams before the site balance check
+	// judges them and the compactor folds them. Default 2 minutes.
+	SiteGrace time.Duration
 	// PlausibilityOff stores every reading as received, without the
 	// plausibility checks and quarantine. For the benchmark that measures
 	// what the checks cost; a hub serving people never sets it.
@@ -215,9 +219,14 @@ func New(ctx context.Context, cfg Config) (_ *Hub, err error) {
 			return nil, err
 		}
 		icfg.Plausibility = h.Store
+		icfg.Sites = h.Store
+		icfg.SiteGrace = cfg.SiteGrace
 	}
 	h.Ingest = ingest.New(icfg)
 	h.Compactor = &series.Compactor{Store: h.Store, Sealer: h.sealer, Log: cfg.Log}
+	if icfg.Sites != nil {
+		h.Compactor.Screen = h.Ingest // the site balance check, before folding
+	}
 
 	if h.apiLn, err = net.Listen("tcp", cfg.APIAddr); err != nil {
 		return nil, fmt.Errorf("hub: API listener: %w", err)

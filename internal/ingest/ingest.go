@@ -80,6 +80,15 @@ type Config struct {
 	// StateEvery is how often the detector's learned state is saved.
 	// Default 1 minute.
 	StateEvery time.Duration
+	// Sites, with a Detector, enables the site balance check (see
+	// Screen): blocks of streams with a site role are landed with a hold
+	// and judged with their site's other role streams before the
+	// compactor folds them. nil disables it.
+	Sites SiteStore
+	// SiteGrace is how long a block of a stream with a site role waits
+	// in landing for the site's other streams before it is judged and
+	// folded. Default 2 minutes.
+	SiteGrace time.Duration
 }
 
 // Service accepts batches. Create it with New, start its writer with Run.
@@ -145,6 +154,9 @@ func New(cfg Config) *Service {
 	}
 	if cfg.StateEvery == 0 {
 		cfg.StateEvery = time.Minute
+	}
+	if cfg.SiteGrace == 0 {
+		cfg.SiteGrace = 2 * time.Minute
 	}
 	return &Service{
 		cfg:     cfg,
@@ -399,7 +411,11 @@ func (s *Service) Prepare(ctx context.Context, id Identity, body []byte) (_ *Pen
 			if err != nil {
 				return nil, sealErr(op, sr.Key, err)
 			}
-			out.Chunks = append(out.Chunks, series.Chunk{Tenant: v.Tenant, Subject: v.Subject, Stream: v.ID, MinTime: minT, MaxTime: maxT, Count: n, Data: sealed})
+			ch := series.Chunk{Tenant: v.Tenant, Subject: v.Subject, Stream: v.ID, MinTime: minT, MaxTime: maxT, Count: n, Data: sealed}
+			if v.Role != registry.RoleNone && s.cfg.Detector != nil && s.cfg.Sites != nil {
+				ch.Hold = recv + s.cfg.SiteGrace.Milliseconds() // judged with its site first (Screen)
+			}
+			out.Chunks = append(out.Chunks, ch)
 		}
 		c.readings += out.Readings
 	}

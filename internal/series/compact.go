@@ -171,6 +171,20 @@ type RollupSource interface {
 type Plan struct {
 	Chunks  []Chunk
 	Rollups []RollupRow
+	// Quarantine holds readings a Screen took out of the landed blocks:
+	// they are stored in quarantine in the same transaction as the
+	// stream's chunks, so each reading is in exactly one place.
+	Quarantine []Quarantined
+}
+
+// Screen judges landed blocks before the compactor folds them into chunks
+// and rollups. It receives the opened (plaintext) blocks of one pass and
+// returns those to fold — the same blocks, some with readings taken out —
+// and the readings it took out, sealed as quarantined blocks. It MUST
+// account for every reading: each one is either returned in a block or
+// quarantined. An error fails the pass (nothing moves; it is retried).
+type Screen interface {
+	Screen(ctx context.Context, landed []Chunk) (keep []Chunk, quarantined []Quarantined, err error)
 }
 
 // CompactStore is what the compactor needs from the database.
@@ -195,6 +209,9 @@ type Compactor struct {
 	Limit int
 	// Log receives failures. Default slog.Default().
 	Log *slog.Logger
+	// Screen, if set, judges each pass's landed blocks before they are
+	// folded (the site balance check). nil folds everything.
+	Screen Screen
 }
 
 // plan opens the landed blocks, regroups them into hourly chunks, folds
@@ -220,6 +237,13 @@ func (c *Compactor) plan(ctx context.Context, landed []Chunk) (Plan, error) {
 		}
 		l.Data = pt
 		open = append(open, l)
+	}
+	if c.Screen != nil {
+		keep, q, err := c.Screen.Screen(ctx, open)
+		if err != nil {
+			return Plan{}, err
+		}
+		open, plan.Quarantine = keep, q
 	}
 	groups, carried := regroup(open)
 	for _, ch := range carried {

@@ -38,6 +38,11 @@ type Chunk struct {
 	MaxTime int64 // Unix ms of the latest reading
 	Count   int
 	Data    []byte // a wire block
+	// Hold, for a landed block, is when (Unix ms) the compactor may fold
+	// it at the earliest: blocks of streams with a site role wait so that
+	// the site balance check (see Screen) sees the other roles first. 0:
+	// at once.
+	Hold int64
 }
 
 // Batch is one connector batch as stored: all of its chunks or none.

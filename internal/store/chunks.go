@@ -71,19 +71,27 @@ func (s *Store) WriteBatches(ctx context.Context, received int64, bs []series.Ba
 }
 
 func (s *Store) insertChunks(ctx context.Context, tx *sql.Tx, table string, rows []*series.Chunk) error {
-	const cols = 7
-	args := make([]any, 0, rowsPerInsert*cols)
+	// Landed blocks carry their hold time; chunks do not.
+	cols, place := `tenant_id, subject_id, stream_id, min_ms, max_ms, n, data`, "(?, ?, ?, ?, ?, ?, ?)"
+	landing := table == "landing"
+	if landing {
+		cols, place = cols+`, hold_ms`, "(?, ?, ?, ?, ?, ?, ?, ?)"
+	}
+	args := make([]any, 0, rowsPerInsert*8)
 	for len(rows) > 0 {
 		n := min(len(rows), rowsPerInsert)
 		var b strings.Builder
-		b.WriteString(`INSERT INTO ` + table + ` (tenant_id, subject_id, stream_id, min_ms, max_ms, n, data) VALUES `)
+		b.WriteString(`INSERT INTO ` + table + ` (` + cols + `) VALUES `)
 		args = args[:0]
 		for i, c := range rows[:n] {
 			if i > 0 {
 				b.WriteString(", ")
 			}
-			b.WriteString("(?, ?, ?, ?, ?, ?, ?)")
+			b.WriteString(place)
 			args = append(args, c.Tenant, c.Subject, c.Stream, c.MinTime, c.MaxTime, c.Count, c.Data)
+			if landing {
+				args = append(args, c.Hold)
+			}
 		}
 		if _, err := tx.ExecContext(ctx, s.q(b.String()), args...); err != nil {
 			return err
@@ -173,22 +181,29 @@ func (s *Store) Compact(ctx context.Context, limit int, plan func(ctx context.Co
 		s.compacting.Lock()
 		defer s.compacting.Unlock()
 	}
-	rows, err := q.QueryContext(ctx, s.q(`SELECT id, tenant_id, subject_id, stream_id, min_ms, max_ms, n, data FROM landing ORDER BY id LIMIT ?`), limit)
-	if err != nil {
+	// Blocks whose hold has passed, oldest first; then the held blocks of
+	// the same sites' role streams, so that the site balance check sees
+	// a site's streams together and a reading it blames is in this pass
+	// unless it was folded before.
+	now := ms(s.now())
+	landed, err := s.scanLanded(ctx, q, `SELECT `+landedCols+` FROM landing l WHERE l.hold_ms <= ? ORDER BY l.id LIMIT ?`, now, limit)
+	if err != nil || len(landed) == 0 {
 		return 0, err
 	}
-	var landed []series.Chunk
-	for rows.Next() {
-		c := series.Chunk{Landed: true}
-		if err := rows.Scan(&c.ID, &c.Tenant, &c.Subject, &c.Stream, &c.MinTime, &c.MaxTime, &c.Count, &c.Data); err != nil {
-			rows.Close()
+	var held []any
+	for _, c := range landed {
+		if c.Hold > 0 {
+			held = append(held, c.Stream)
+		}
+	}
+	if len(held) > 0 && len(held) <= rowsPerInsert {
+		more, err := s.scanLanded(ctx, q, `SELECT `+landedCols+` FROM landing l JOIN streams s ON s.id = l.stream_id JOIN devices d ON d.id = s.device_id
+			WHERE l.hold_ms > ? AND s.role <> '' AND d.site_id IN (SELECT d2.site_id FROM streams s2 JOIN devices d2 ON d2.id = s2.device_id WHERE s2.id IN (?`+strings.Repeat(", ?", len(held)-1)+`))
+			ORDER BY l.id`, append([]any{now}, held...)...)
+		if err != nil {
 			return 0, err
 		}
-		landed = append(landed, c)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil || len(landed) == 0 {
-		return 0, err
+		landed = append(landed, more...)
 	}
 	p, err := plan(ctx, landed)
 	if err != nil {
@@ -201,6 +216,27 @@ func (s *Store) Compact(ctx context.Context, limit int, plan func(ctx context.Co
 		return len(landed), tx.Commit()
 	}
 	return len(landed), s.moveInSteps(ctx, landed, p)
+}
+
+const landedCols = `l.id, l.tenant_id, l.subject_id, l.stream_id, l.min_ms, l.max_ms, l.n, l.data, l.hold_ms`
+
+func (s *Store) scanLanded(ctx context.Context, q interface {
+	QueryContext(context.Context, string, ...any) (*sql.Rows, error)
+}, query string, args ...any) ([]series.Chunk, error) {
+	rows, err := q.QueryContext(ctx, s.q(query), args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var landed []series.Chunk
+	for rows.Next() {
+		c := series.Chunk{Landed: true}
+		if err := rows.Scan(&c.ID, &c.Tenant, &c.Subject, &c.Stream, &c.MinTime, &c.MaxTime, &c.Count, &c.Data, &c.Hold); err != nil {
+			return nil, err
+		}
+		landed = append(landed, c)
+	}
+	return landed, rows.Err()
 }
 
 // compactStepRows bounds the landed rows moved per SQLite transaction. An
@@ -237,6 +273,10 @@ func (s *Store) moveInSteps(ctx context.Context, landed []series.Chunk, p series
 		m := at(r.Stream)
 		m.plan.Rollups = append(m.plan.Rollups, r)
 	}
+	for _, q := range p.Quarantine {
+		m := at(q.Stream)
+		m.plan.Quarantine = append(m.plan.Quarantine, q)
+	}
 	for len(streams) > 0 {
 		var in []series.Chunk
 		var step series.Plan
@@ -246,6 +286,7 @@ func (s *Store) moveInSteps(ctx context.Context, landed []series.Chunk, p series
 			in = append(in, m.in...)
 			step.Chunks = append(step.Chunks, m.plan.Chunks...)
 			step.Rollups = append(step.Rollups, m.plan.Rollups...)
+			step.Quarantine = append(step.Quarantine, m.plan.Quarantine...)
 			n++
 		}
 		streams = streams[n:]
@@ -323,6 +364,11 @@ func (s *Store) moveLanded(ctx context.Context, tx *sql.Tx, landed []series.Chun
 	for _, r := range p.Rollups {
 		if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO rollups (stream_id, res, period_ms, tenant_id, subject_id, data) VALUES (?, ?, ?, ?, ?, ?)
 			ON CONFLICT (stream_id, res, period_ms) DO UPDATE SET data = excluded.data`), r.Stream, string(r.Res), r.Period, r.Tenant, r.Subject, r.Data); err != nil {
+			return err
+		}
+	}
+	for _, q := range p.Quarantine {
+		if err := s.insertQuarantined(ctx, tx, q); err != nil {
 			return err
 		}
 	}

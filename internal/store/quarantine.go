@@ -20,14 +20,19 @@ func (s *Store) insertQuarantine(ctx context.Context, tx *sql.Tx, bs []series.Ba
 			continue
 		}
 		for _, q := range bs[i].Quarantine {
-			if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO quarantine (tenant_id, subject_id, stream_id, connector_id, batch_id, seq, received_ms, min_ms, max_ms, n, reasons, data)
-				VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
-				q.Tenant, q.Subject, q.Stream, q.Connector, q.Batch[:], q.Seq, q.Received, q.MinTime, q.MaxTime, q.Count, string(q.Reasons), q.Data); err != nil {
+			if err := s.insertQuarantined(ctx, tx, q); err != nil {
 				return err
 			}
 		}
 	}
 	return nil
+}
+
+func (s *Store) insertQuarantined(ctx context.Context, tx *sql.Tx, q series.Quarantined) error {
+	_, err := tx.ExecContext(ctx, s.q(`INSERT INTO quarantine (tenant_id, subject_id, stream_id, connector_id, batch_id, seq, received_ms, min_ms, max_ms, n, reasons, data)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+		q.Tenant, q.Subject, q.Stream, q.Connector, q.Batch[:], q.Seq, q.Received, q.MinTime, q.MaxTime, q.Count, string(q.Reasons), q.Data)
+	return err
 }
 
 const quarantineCols = `id, tenant_id, subject_id, stream_id, connector_id, batch_id, seq, received_ms, min_ms, max_ms, n, reasons, data`
