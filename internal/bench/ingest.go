@@ -406,7 +406,18 @@ func provision(ctx context.Context, c *client.Client, h *hub.Hub, dir string, cf
 		}
 		bc := &benchConn{tenant: ten.ID, url: h.DeviceURL(), seed: uint64(i + 1)}
 		for j := range cfg.Streams {
-			st, err := c.CreateStream(ctx, ten.ID, dev.ID, fmt.Sprintf("power_l%d_w", j), "energy.consumption", "W")
+			// The first two streams are the site's grid import and PV
+			// production, so the site balance check's hold and screen
+			// run as in a real site.
+			var st registry.Stream
+			switch j {
+			case 0:
+				st, err = c.CreateRoleStream(ctx, ten.ID, dev.ID, "import_power_w", "energy.consumption", registry.RoleImport)
+			case 1:
+				st, err = c.CreateRoleStream(ctx, ten.ID, dev.ID, "pv_power_w", "energy.production", registry.RoleProduction)
+			default:
+				st, err = c.CreateStream(ctx, ten.ID, dev.ID, fmt.Sprintf("power_l%d_w", j), "energy.consumption", "W")
+			}
 			if err != nil {
 				return nil, err
 			}

@@ -32,6 +32,9 @@ type Store interface {
 	WriteBatches(ctx context.Context, received int64, bs []series.Batch) (dup []bool, err error)
 	// ConnectorStreams lists the streams a connector may write.
 	ConnectorStreams(ctx context.Context, c registry.ConnectorID) ([]registry.Stream, error)
+	// ConnectorDevices lists the devices a connector serves (for their
+	// meter serials).
+	ConnectorDevices(ctx context.Context, c registry.ConnectorID) ([]registry.Device, error)
 	// Connector returns a connector, to check its status.
 	Connector(ctx context.Context, t registry.TenantID, c registry.ConnectorID) (registry.Connector, error)
 	// TouchConnector records when a connector was last seen (Unix ms).
@@ -121,6 +124,7 @@ type connView struct {
 	status  registry.ConnectorStatus
 	streams map[string]registry.Stream
 	rules   map[string]collection.Rule // by key; absent: collection.DefaultRule
+	meters  map[string]string          // device name → registered meter serial, for devices that have one
 }
 
 type commit struct {
@@ -266,6 +270,18 @@ func (s *Service) load(ctx context.Context, id Identity) (*connView, error) {
 	if err != nil {
 		return nil, err
 	}
+	devs, err := s.cfg.Store.ConnectorDevices(ctx, id.Connector)
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range devs {
+		if d.MeterSerial != "" && d.Tenant == id.Tenant {
+			if st.meters == nil {
+				st.meters = map[string]string{}
+			}
+			st.meters[d.Name] = d.MeterSerial
+		}
+	}
 	st.streams = make(map[string]registry.Stream, len(list))
 	st.rules = make(map[string]collection.Rule, len(pols))
 	for _, v := range list {
@@ -378,7 +394,11 @@ func (s *Service) Prepare(ctx context.Context, id Identity, body []byte) (_ *Pen
 			// The plausibility checks judge the rest: what they flag is
 			// quarantined with the batch, the others are stored.
 			if s.cfg.Detector != nil && len(rs) > 0 {
-				keep, bad, why, checked, err := s.check(ctx, v, recv, rs)
+				var m meterIdentity
+				if bound, ok := view.meters[wire.KeyDevice(sr.Key)]; ok {
+					m = meterIdentity{reported: b.MeterOf(wire.KeyDevice(sr.Key)), bound: bound}
+				}
+				keep, bad, why, checked, err := s.check(ctx, v, recv, rs, m)
 				if err != nil {
 					return nil, errs.E(op, err)
 				}

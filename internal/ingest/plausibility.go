@@ -192,13 +192,23 @@ func (s *Service) ForgetStreams(ids []registry.StreamID) {
 	s.guard.mu.Unlock()
 }
 
+// meterIdentity is what a batch reports as the meter of a series' device
+// and the serial the device is registered with ("" bound: no binding).
+type meterIdentity struct {
+	reported, bound string
+}
+
+// mismatch reports whether a binding exists and the batch does not honour
+// it: an unreported identity does not match either.
+func (m meterIdentity) mismatch() bool { return m.bound != "" && m.reported != m.bound }
+
 // check runs the plausibility checks on one series of a batch. It returns
 // the readings to store and, if any were flagged, the quarantined block's
 // readings and verdicts (indices into that block). It touches rs only to
 // read it.
-func (s *Service) check(ctx context.Context, v registry.Stream, recv int64, rs []wire.Reading) (keep, quarantined []wire.Reading, why []plausibility.Verdict, checked bool, err error) {
+func (s *Service) check(ctx context.Context, v registry.Stream, recv int64, rs []wire.Reading, meter meterIdentity) (keep, quarantined []wire.Reading, why []plausibility.Verdict, checked bool, err error) {
 	kind, ok := KindOf(v)
-	if !ok || len(rs) == 0 {
+	if (!ok && !meter.mismatch()) || len(rs) == 0 {
 		return rs, nil, nil, false, nil
 	}
 	pol, err := s.policy(ctx, v.Tenant)
@@ -208,9 +218,23 @@ func (s *Service) check(ctx context.Context, v registry.Stream, recv int64, rs [
 	if pol.Disabled {
 		return rs, nil, nil, false, nil
 	}
+	if !ok {
+		// A stream of a kind the rules do not cover yet: only its
+		// meter's identity is checked.
+		if pol.IsOff(plausibility.RuleMeterIdentity) {
+			return rs, nil, nil, false, nil
+		}
+		s.cfg.Log.Info("ingest: readings quarantined", "stream", v.ID, "readings", len(rs), "rules", plausibility.RuleMeterIdentity.String())
+		why = make([]plausibility.Verdict, len(rs))
+		for i := range why {
+			why[i] = plausibility.Verdict{Index: i, Reasons: []plausibility.Reason{{Rule: plausibility.RuleMeterIdentity, Detail: "reported meter identity differs from the bound meter"}}}
+		}
+		return nil, rs, why, false, nil
+	}
 	gs := s.guardStream(ctx, v)
 	sctx := plausibility.StreamContext{Tenant: v.Tenant, Stream: v.ID, Kind: kind, Site: pol.Site(), Received: recv,
-		Production: v.Category == "energy.production", NoBaseline: strings.Contains(v.Metric, "export")}
+		Production: v.Category == "energy.production", NoBaseline: strings.Contains(v.Metric, "export"),
+		MeterID: meter.reported, BoundMeterID: meter.bound}
 	if v.Category == "energy.storage" {
 		sctx.Site.NetMetered = true // a battery charges and discharges
 	}

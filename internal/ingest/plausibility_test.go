@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -22,6 +23,7 @@ import (
 type fakeStore struct {
 	mu      sync.Mutex
 	streams []registry.Stream
+	devices []registry.Device
 	seen    map[wire.BatchID]bool
 	stored  []series.Batch
 	fail    int // fail the next fail commits
@@ -57,6 +59,9 @@ func (f *fakeStore) WriteBatches(_ context.Context, _ int64, bs []series.Batch) 
 }
 func (f *fakeStore) ConnectorStreams(context.Context, registry.ConnectorID) ([]registry.Stream, error) {
 	return f.streams, nil
+}
+func (f *fakeStore) ConnectorDevices(context.Context, registry.ConnectorID) ([]registry.Device, error) {
+	return f.devices, nil
 }
 func (f *fakeStore) Connector(_ context.Context, t registry.TenantID, c registry.ConnectorID) (registry.Connector, error) {
 	return registry.Connector{ID: c, Tenant: t, Status: registry.ConnectorActive}, nil
@@ -305,6 +310,68 @@ func BenchmarkPrepare(b *testing.B) {
 				}
 			}
 			b.ReportMetric(float64(b.N)*per*10/b.Elapsed().Seconds(), "readings/s")
+		})
+	}
+}
+
+// TestMeterIdentityAtIngest: a device registered with a meter serial must
+// be reported under it. The right identity is stored; another identity, or
+// none (an agent that predates meters, a swapped meter, a fake device), is
+// quarantined with rule meter_identity, also on a stream whose unit the
+// other rules do not cover; a device without a binding is not judged by
+// it; a tenant may switch the rule off.
+func TestMeterIdentityAtIngest(t *testing.T) {
+	meterBatch := func(f *fakeStore, seq byte, first int64, meters []wire.Meter) []byte {
+		b := &wire.Batch{ID: wire.BatchID{seq, 2}, Meters: meters}
+		for _, st := range f.streams {
+			s := wire.Series{Key: st.Key}
+			for i := range 6 {
+				tm := first + int64(i)*300_000
+				s.Readings = append(s.Readings, wire.Reading{Time: tm, Value: value(tm)})
+			}
+			b.Series = append(b.Series, s)
+		}
+		out, err := wire.AppendBatch(nil, b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name        string
+		bound       string
+		unit        string
+		meters      []wire.Meter
+		off         bool
+		quarantined int
+	}{
+		{"matching", "E0044", "W", []wire.Meter{{Device: "meter", ID: "E0044"}}, false, 0},
+		{"another meter", "E0044", "W", []wire.Meter{{Device: "meter", ID: "E9999"}}, false, 6},
+		{"unreported", "E0044", "W", nil, false, 6},
+		{"unreported, unchecked unit", "E0044", "V", nil, false, 6},
+		{"no binding", "", "W", []wire.Meter{{Device: "meter", ID: "E9999"}}, false, 0},
+		{"rule off", "E0044", "W", nil, true, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFakeStore(1)
+			f.streams[0].Unit = tc.unit
+			f.devices = []registry.Device{{ID: "dev_a", Tenant: "ten_a", Name: "meter", MeterSerial: tc.bound}}
+			if tc.off {
+				f.policy = []byte(`{"off":["meter_identity"]}`)
+			}
+			s, stop := newService(t, f)
+			defer stop()
+			res, err := s.Accept(context.Background(), who, meterBatch(f, 1, start, tc.meters))
+			if err != nil || res.Readings != 6 || res.Quarantined != tc.quarantined {
+				t.Fatalf("accept: %+v %v, want %d quarantined", res, err, tc.quarantined)
+			}
+			if tc.quarantined > 0 {
+				var why []plausibility.Verdict
+				json.Unmarshal(f.stored[0].Quarantine[0].Reasons, &why)
+				if len(why) != 6 || !why[0].Has(plausibility.RuleMeterIdentity) {
+					t.Fatalf("reasons: %+v", why)
+				}
+			}
 		})
 	}
 }

@@ -169,6 +169,12 @@ func (s *Service) screenSite(ctx context.Context, k siteKey, landed []series.Chu
 		if err != nil {
 			return err
 		}
+		if len(rs) == 0 {
+			// A role that is silent over the span (a meter offline, a
+			// stream not yet arrived after the grace) is left out: the
+			// others are judged without it, which can only be more lenient.
+			continue
+		}
 		ss = append(ss, plausibility.SiteSeries{Role: roleOf(r.Role), Readings: rs})
 		ids = append(ids, r.ID)
 	}
@@ -251,25 +257,28 @@ func (s *Service) pluck(ctx context.Context, c series.Chunk, why map[int64][]pla
 	if err != nil {
 		return series.Chunk{}, series.Quarantined{}, err
 	}
-	b := siteCheckBatch(c.ID)
+	now := s.cfg.Now().UnixMilli()
+	b := siteCheckBatch(c, now)
 	sealed, err := s.cfg.Sealer.Seal(ctx, c.Subject, wire.AppendBlock(nil, bad), series.QuarantineAD(c.Tenant, c.Stream, "", b, 0))
 	if err != nil {
 		return series.Chunk{}, series.Quarantined{}, err
 	}
 	lo, hi := span(bad)
 	s.cfg.Log.Info("ingest: readings quarantined by the site balance check", "stream", c.Stream, "readings", len(bad))
-	return rest, series.Quarantined{Tenant: c.Tenant, Subject: c.Subject, Stream: c.Stream, Batch: b, Received: s.cfg.Now().UnixMilli(),
+	return rest, series.Quarantined{Tenant: c.Tenant, Subject: c.Subject, Stream: c.Stream, Batch: b, Received: now,
 		MinTime: lo, MaxTime: hi, Count: len(bad), Reasons: reasons, Data: sealed}, nil
 }
 
 // siteCheckBatch is the batch ID under which the site check quarantines
-// readings of a landed block: derived from the block's row ID, so the
-// quarantine row is unique and the block, moved in the same transaction,
-// cannot be screened twice.
-func siteCheckBatch(landed int64) wire.BatchID {
-	h := sha256.Sum256(fmt.Appendf(nil, "custos/site-check/%d", landed))
+// readings of an opened landed block: a hash of the block (its row, which
+// the database may reuse once the row is gone, its stream and its
+// readings) and the time of the check, so the quarantine row is unique.
+func siteCheckBatch(c series.Chunk, now int64) wire.BatchID {
+	h := sha256.New()
+	fmt.Fprintf(h, "custos/site-check\x00%s\x00%s\x00%d\x00%d\x00", c.Tenant, c.Stream, c.ID, now)
+	h.Write(c.Data)
 	var b wire.BatchID
-	copy(b[:], h[:])
+	copy(b[:], h.Sum(nil))
 	return b
 }
 

@@ -9,6 +9,7 @@ import (
 const (
 	magic        = "CSTB"
 	version      = 1
+	versionMeter = 2 // version 1 plus the meters section
 	idLen        = len(BatchID{})
 	lenReserve   = 4 // uvarint bytes of MaxBatchBytes
 	blockReserve = 2 // uvarint bytes reserved for a block length, grown if needed
@@ -30,13 +31,26 @@ func AppendBatch(dst []byte, b *Batch) ([]byte, error) {
 	}
 	start := len(dst)
 	dst = append(dst, magic...)
-	dst = append(dst, version)
+	if len(b.Meters) > 0 {
+		dst = append(dst, versionMeter)
+	} else {
+		dst = append(dst, version) // what hubs before meters read
+	}
 	lenAt := len(dst)
 	dst = append(dst, make([]byte, lenReserve)...)
 	dst = append(dst, b.ID[:]...)
 	dst = binary.AppendUvarint(dst, uint64(len(b.Series)))
 	for i := range b.Series {
 		dst = appendSeries(dst, &b.Series[i])
+	}
+	if len(b.Meters) > 0 {
+		dst = binary.AppendUvarint(dst, uint64(len(b.Meters)))
+		for _, m := range b.Meters {
+			dst = binary.AppendUvarint(dst, uint64(len(m.Device)))
+			dst = append(dst, m.Device...)
+			dst = binary.AppendUvarint(dst, uint64(len(m.ID)))
+			dst = append(dst, m.ID...)
+		}
 	}
 	dst = putPrefix(dst, lenAt, lenReserve)
 	if len(dst)-start > MaxBatchBytes {
@@ -83,6 +97,9 @@ func checkBatch(b *Batch) error {
 	}
 	if i, j := duplicateKey(b.Series); i >= 0 {
 		return fmt.Errorf("%w: series %d: duplicate key of series %d", ErrMalformed, j, i)
+	}
+	if i, why := checkMeters(b.Meters, b.Series); why != "" {
+		return fmt.Errorf("%w: meter %d: %s", ErrMalformed, i, why)
 	}
 	return nil
 }
@@ -204,7 +221,7 @@ func batchFrame(data []byte, base int) (body, end int, err error) {
 	if len(data) <= len(magic) {
 		return 0, 0, errAt(ErrMalformed, base+len(data), "truncated batch header")
 	}
-	if v := data[len(magic)]; v != version {
+	if v := data[len(magic)]; v != version && v != versionMeter {
 		return 0, 0, errAt(ErrVersion, base+len(magic), fmt.Sprintf("batch version %d", v))
 	}
 	pos := len(magic) + 1
@@ -261,11 +278,20 @@ func decodeBatchBody(data []byte, pos, base int) (Batch, error) {
 			return Batch{}, errAt(ErrTooLarge, base+blocks[i].at, fmt.Sprintf("batch has more than %d readings", MaxReadingsPerBatch))
 		}
 	}
+	if data[len(magic)] == versionMeter {
+		var err error
+		if pos, err = parseMeters(data, pos, base, &b); err != nil {
+			return Batch{}, err
+		}
+	}
 	if pos != len(data) {
 		return Batch{}, errAt(ErrMalformed, base+pos, "trailing bytes in batch")
 	}
 	if i, j := duplicateKey(b.Series); i >= 0 {
 		return Batch{}, fmt.Errorf("series %d: %w", j, errAt(ErrMalformed, base+blocks[j].at, fmt.Sprintf("duplicate key of series %d", i)))
+	}
+	if i, why := checkMeters(b.Meters, b.Series); why != "" {
+		return Batch{}, fmt.Errorf("meter %d: %w", i, errAt(ErrMalformed, base+pos, why))
 	}
 	if err := decodeSeries(b.Series, blocks, total, base); err != nil {
 		return Batch{}, err

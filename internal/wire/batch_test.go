@@ -136,7 +136,7 @@ func TestDecodeBatchRejects(t *testing.T) {
 		{"wrong magic", with(0, 'X'), ErrMalformed},
 		{"wrong magic case", with(3, 'b'), ErrMalformed},
 		{"unknown version 0", with(4, 0), ErrVersion},
-		{"unknown version 2", with(4, 2), ErrVersion},
+		{"unknown version 3", with(4, 3), ErrVersion},
 		{"trailing bytes", append(append([]byte{}, valid...), 0), ErrMalformed},
 		{"batch length larger than remaining", with(5, valid[5]+1), ErrMalformed},
 		{"batch length smaller than batch", with(5, valid[5]-1), ErrMalformed},
@@ -221,7 +221,7 @@ func TestDecodeBatchesLimits(t *testing.T) {
 		{"too many batches", bytes.Repeat(tiny, MaxBatchesPerBody+1), ErrTooLarge},
 		{"too many readings", bytes.Repeat(full, MaxReadingsPerBody/MaxReadingsPerBatch+1), ErrTooLarge},
 		{"garbage after a batch", append(append([]byte{}, tiny...), "CSTX"...), ErrMalformed},
-		{"unknown version after a batch", append(append([]byte{}, tiny...), "CSTB\x02"...), ErrVersion},
+		{"unknown version after a batch", append(append([]byte{}, tiny...), "CSTB\x03"...), ErrVersion},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			if _, err := DecodeBatches(c.body); !errors.Is(err, c.want) {
@@ -337,4 +337,84 @@ func TestBatchID(t *testing.T) {
 			t.Errorf("ParseBatchID(%q) = %v, %v; want %v", c.in, got, err, c.want)
 		}
 	}
+}
+
+// TestMeters: meter identities round-trip in version 2; a batch without
+// them is still version 1, byte for byte what hubs before meters read;
+// every rule of the meters section is enforced both ways.
+func TestMeters(t *testing.T) {
+	series := []Series{{Key: "meter-1/import_power_w", Readings: regular(3, t0, 1)}, {Key: "pv/power_w", Readings: regular(2, t0, 5)}}
+	plain := &Batch{ID: testID(5), Series: series}
+	v1, err := AppendBatch(nil, plain)
+	if err != nil || v1[4] != 1 {
+		t.Fatalf("without meters: version %d, %v; want 1", v1[4], err)
+	}
+	metered := &Batch{ID: testID(5), Series: series, Meters: []Meter{{"meter-1", "E0044007123456789"}, {"pv", "INV-42"}}}
+	v2, err := AppendBatch(nil, metered)
+	if err != nil || v2[4] != 2 {
+		t.Fatalf("with meters: %v", err)
+	}
+	got, err := DecodeBatch(v2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkSameBatch(t, &got, metered)
+	if got.MeterOf("meter-1") != "E0044007123456789" || got.MeterOf("heatpump") != "" {
+		t.Fatalf("MeterOf: %+v", got.Meters)
+	}
+	// The meters section is the only difference.
+	if b1, b2 := afterLength(v1), afterLength(v2); !bytes.Equal(b2[:len(b1)], b1) {
+		t.Fatal("version 2 changes the bytes before the meters section")
+	}
+	for _, tc := range []struct {
+		name   string
+		meters []Meter
+	}{
+		{"empty device", []Meter{{"", "X"}}},
+		{"device with slash", []Meter{{"meter-1/x", "X"}}},
+		{"empty identity", []Meter{{"meter-1", ""}}},
+		{"identity with space", []Meter{{"meter-1", "E 1"}}},
+		{"identity too long", []Meter{{"meter-1", strings.Repeat("9", 65)}}},
+		{"unknown device", []Meter{{"heatpump", "X"}}},
+		{"out of order", []Meter{{"pv", "X"}, {"meter-1", "Y"}}},
+		{"duplicate device", []Meter{{"pv", "X"}, {"pv", "Y"}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := &Batch{ID: testID(5), Series: series, Meters: tc.meters}
+			if _, err := AppendBatch(nil, b); !errors.Is(err, ErrMalformed) {
+				t.Fatalf("encode: %v, want ErrMalformed", err)
+			}
+			// The same section forged onto a valid batch is refused too.
+			forged := forgeMeters(t, v1, tc.meters)
+			if _, err := DecodeBatch(forged); !errors.Is(err, ErrMalformed) {
+				t.Fatalf("decode: %v, want ErrMalformed", err)
+			}
+		})
+	}
+	if _, err := DecodeBatch(forgeMeters(t, v1, nil)); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("version 2 without meters: %v, want ErrMalformed", err)
+	}
+}
+
+// forgeMeters turns an encoded version 1 batch into version 2 with the
+// given meters section, unchecked.
+func forgeMeters(t *testing.T, v1 []byte, ms []Meter) []byte {
+	t.Helper()
+	body := append([]byte{}, afterLength(v1)...)
+	body = binary.AppendUvarint(body, uint64(len(ms)))
+	for _, m := range ms {
+		body = binary.AppendUvarint(body, uint64(len(m.Device)))
+		body = append(body, m.Device...)
+		body = binary.AppendUvarint(body, uint64(len(m.ID)))
+		body = append(body, m.ID...)
+	}
+	out := append([]byte(magic), versionMeter)
+	out = binary.AppendUvarint(out, uint64(len(body)))
+	return append(out, body...)
+}
+
+// afterLength returns an encoded batch after its magic, version and length.
+func afterLength(b []byte) []byte {
+	_, k := binary.Uvarint(b[5:])
+	return b[5+k:]
 }

@@ -33,14 +33,21 @@ func batchSeeds() []seed {
 	one := mustBatch(&Batch{ID: testID(1), Series: []Series{{Key: "d/m", Readings: []Reading{{Time: t0, Value: 1}}}}})
 	nan := rawBatch(testID(1), rawSeries{"d/m", AppendBlock(nil, []Reading{{Time: t0, Value: math.NaN()}})})
 	dup := rawBatch(testID(1), rawSeries{"d/m", AppendBlock(nil, regular(3, t0, 1))}, rawSeries{"d/m", AppendBlock(nil, regular(3, t0, 2))})
+	metered := mustBatch(&Batch{ID: testID(3), Series: []Series{
+		{Key: "meter-1/import_power_w", Readings: regular(3, t0, 1)},
+		{Key: "pv/power_w", Readings: regular(3, t0, 2)},
+	}, Meters: []Meter{{Device: "meter-1", ID: "E0044007123456789"}, {Device: "pv", ID: "INV-42"}}})
 	return []seed{
 		{"one-reading", one},
+		{"meters", metered},
+		{"meters-truncated", metered[:len(metered)-3]},
 		{"household", household},
 		{"mixed-codecs", mixed},
 		{"two-batches", append(append([]byte{}, one...), mixed...)},
 		{"truncated", household[:len(household)/2]},
 		{"trailing-byte", append(append([]byte{}, one...), 0)},
-		{"version-2", append([]byte("CSTB\x02"), one[5:]...)},
+		{"version-2-without-meters", append([]byte("CSTB\x02"), one[5:]...)},
+		{"version-3", append([]byte("CSTB\x03"), one[5:]...)},
 		{"nan-value", nan},
 		{"duplicate-key", dup},
 		{"empty", []byte{}},

@@ -111,6 +111,14 @@ func checkSameBatch(t testing.TB, got, want *Batch) {
 			t.Fatalf("series %d: time range [%d, %d], want [%d, %d]", i, g.MinTime, g.MaxTime, w.MinTime, w.MaxTime)
 		}
 	}
+	if len(got.Meters) != len(want.Meters) {
+		t.Fatalf("%d meters, want %d", len(got.Meters), len(want.Meters))
+	}
+	for i := range got.Meters {
+		if got.Meters[i] != want.Meters[i] {
+			t.Fatalf("meter %d: %+v, want %+v", i, got.Meters[i], want.Meters[i])
+		}
+	}
 }
 
 // rawSeries is a series whose block is given as bytes, to build batches

@@ -14,6 +14,8 @@
 //	  key    uvarint length, then the key bytes (see ValidKey)
 //	  block  uvarint length, then the block bytes (see AppendBlock)
 //
+// Version 2 appends the meters section (see Meter); hubs read both.
+//
 // Every uvarint is minimally encoded. Decoding is strict: each length is
 // checked against the remaining bytes and the limits before anything is
 // allocated, and unknown versions, trailing bytes, duplicate keys, empty
@@ -142,6 +144,9 @@ type Series struct {
 type Batch struct {
 	ID     BatchID
 	Series []Series
+	// Meters, if any, report the meter identity of devices of the
+	// series (see Meter); a batch with meters is encoded as version 2.
+	Meters []Meter
 }
 
 // Len returns the total number of readings in b.
