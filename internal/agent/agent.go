@@ -17,6 +17,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -420,6 +422,7 @@ func (a *Agent) sealLocked() error {
 	for _, k := range a.order {
 		b.Series = append(b.Series, wire.Series{Key: k, Readings: a.pending[k]})
 	}
+	b.Meters = a.meters(b.Series)
 	data, err := wire.AppendBatch(nil, &b)
 	if err != nil {
 		return fmt.Errorf("agent: encode batch: %w", err)
@@ -432,6 +435,38 @@ func (a *Agent) sealLocked() error {
 	a.order = a.order[:0]
 	a.count = 0
 	return a.saveCollectionLocked()
+}
+
+// meters returns the meter identities the sources know for the devices of
+// a batch's series, in device order; identities the wire format cannot
+// carry are left out (the hub then sees the device unreported).
+func (a *Agent) meters(ss []wire.Series) []wire.Meter {
+	var out []wire.Meter
+	seen := map[string]bool{}
+	for _, src := range a.sources {
+		m, ok := src.(source.Metered)
+		if !ok {
+			continue
+		}
+		known := m.Meters()
+		for i := range ss {
+			d := wire.KeyDevice(ss[i].Key)
+			if id, ok := known[d]; ok && !seen[d] {
+				seen[d] = true
+				out = append(out, wire.Meter{Device: d, ID: id})
+			}
+		}
+	}
+	slices.SortFunc(out, func(x, y wire.Meter) int { return strings.Compare(x.Device, y.Device) })
+	ok := out[:0]
+	for _, m := range out {
+		if m.Valid() {
+			ok = append(ok, m)
+		} else {
+			a.cfg.Log.Warn("agent: a meter identity the batch format cannot carry is not reported", "device", m.Device)
+		}
+	}
+	return ok
 }
 
 func (a *Agent) renewLoop(ctx context.Context) {

@@ -8,6 +8,8 @@ package source
 
 import (
 	"context"
+	"fmt"
+	"maps"
 
 	"github.com/custos-iot/custos/internal/wire"
 )
@@ -32,3 +34,31 @@ type Source interface {
 	// history continues after it without gaps or repeats.
 	Run(ctx context.Context, resume map[string]int64, emit Emit) error
 }
+
+// Metered is implemented by sources that know the identity of the meters
+// behind their devices: the agent reports it with every batch (see
+// wire.Meter), and the hub quarantines readings of a device bound to
+// another meter.
+type Metered interface {
+	// Meters maps device names (the first segment of the source's keys)
+	// to the identity of the meter behind them, as currently known; a
+	// device without one is absent. Safe for concurrent use with Run.
+	Meters() map[string]string
+}
+
+// Meters is a configured map from device names to the serial of the meter
+// behind each, for sources that cannot read the serial from the device.
+type Meters map[string]string
+
+// Check reports the first entry a batch could not carry.
+func (m Meters) Check() error {
+	for d, id := range m {
+		if !(wire.Meter{Device: d, ID: id}).Valid() {
+			return fmt.Errorf("meters: device %q: the device must be one stream key segment and the serial 1-64 printable characters without spaces", d)
+		}
+	}
+	return nil
+}
+
+// Meters implements Metered with the configured serials.
+func (m Meters) Meters() map[string]string { return maps.Clone(m) }

@@ -28,6 +28,10 @@ type Meter struct {
 	ID     string
 }
 
+// Valid reports whether a batch may carry m: a device name and an identity
+// of the allowed bytes and lengths.
+func (m Meter) Valid() bool { return validDevice(m.Device) && validMeterID(m.ID) }
+
 // Meter field bounds, in bytes.
 const maxMeterField = 64
 

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/custos-iot/custos/internal/source"
 	"github.com/custos-iot/custos/internal/source/sim"
 	"github.com/custos-iot/custos/internal/wire"
 )
@@ -45,6 +46,10 @@ type Config struct {
 	Shelly []Shelly `json:"shelly,omitempty"`
 	// Topics maps any other topic.
 	Topics []Topic `json:"topics,omitempty"`
+	// Meters maps device names to the serial of the meter behind them,
+	// reported with every batch so that the hub can check it against the
+	// device's registered serial.
+	Meters source.Meters `json:"meters,omitempty"`
 
 	// Now is the clock that stamps readings. Default time.Now.
 	Now func() time.Time `json:"-"`

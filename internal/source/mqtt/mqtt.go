@@ -66,6 +66,9 @@ func New(cfg Config) (*Source, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mqtt: %w", err)
 	}
+	if err := cfg.Meters.Check(); err != nil {
+		return nil, fmt.Errorf("mqtt: %w", err)
+	}
 	if cfg.ClientID == "" {
 		var b [6]byte
 		rand.Read(b[:])
@@ -456,3 +459,6 @@ func (s *Source) discover(topic, id string, payload []byte) (string, bool) {
 	s.byEntity[id] = disc.StateTopic
 	return disc.StateTopic, !subscribed && !static
 }
+
+// Meters reports the configured meter serials (see Config.Meters).
+func (s *Source) Meters() map[string]string { return s.cfg.Meters.Meters() }

@@ -66,6 +66,10 @@ type Config struct {
 	// Nodes are the monitored variables. At least one; each stream key
 	// and each node ID at most once.
 	Nodes []Node `json:"nodes"`
+	// Meters maps device names of the nodes' keys to the serial of the
+	// meter behind them, reported with every batch so that the hub can
+	// check it against the device's registered serial.
+	Meters source.Meters `json:"meters,omitempty"`
 	// Security is "basic256sha256" (the default: Basic256Sha256,
 	// SignAndEncrypt) or "none".
 	Security Security `json:"security,omitempty"`
@@ -272,6 +276,9 @@ func (c *Config) check() error {
 	if c.Device != "" && !segment(c.Device) {
 		return errors.New("opcua: device must be one stream key segment ([A-Za-z0-9._-]+)")
 	}
+	if err := c.Meters.Check(); err != nil {
+		return fmt.Errorf("opcua: %w", err)
+	}
 	if len(c.Nodes) == 0 {
 		return errors.New("opcua: at least one node required")
 	}
@@ -336,3 +343,6 @@ func (s *Source) drop(r Reason) {
 		}
 	}
 }
+
+// Meters reports the configured meter serials (see Config.Meters).
+func (s *Source) Meters() map[string]string { return s.cfg.Meters.Meters() }

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/custos-iot/custos/internal/wire"
 )
 
 // FuzzParse checks that Parse never panics, that it only fails with its
@@ -35,6 +37,9 @@ func FuzzParse(f *testing.F) {
 		bang := bytes.LastIndexByte(out, '!')
 		if CRC16(out[:bang+1]) != tg.CRC {
 			t.Fatal("accepted a telegram whose CRC does not match")
+		}
+		if tg.Equipment != "" && !(wire.Meter{Device: "d", ID: tg.Equipment}).Valid() {
+			t.Fatal("accepted an equipment identifier a batch cannot carry")
 		}
 		for _, m := range tg.Measurements {
 			if math.IsNaN(m.Value) || math.IsInf(m.Value, 0) || m.Value < 0 {

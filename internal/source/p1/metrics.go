@@ -1,9 +1,12 @@
 package p1
 
 import (
+	"encoding/hex"
 	"fmt"
 	"strconv"
 	"time"
+
+	"github.com/custos-iot/custos/internal/wire"
 )
 
 // Metric names a mapped register; it is the second segment of a stream
@@ -105,6 +108,10 @@ func (t *Telegram) interpret() error {
 				return malformed(i+3, "version must be one decimal value")
 			}
 			t.Version = o.Values[0]
+		case "0-0:96.1.1":
+			if len(o.Values) == 1 {
+				t.Equipment = equipmentID(o.Values[0])
+			}
 		}
 	}
 	used := map[Metric]bool{}
@@ -186,4 +193,23 @@ func mbusValue(obis string) (string, bool) {
 		return "", false
 	}
 	return obis[2:3], true
+}
+
+// equipmentID decodes an equipment identifier: DSMR sends the ASCII
+// serial hex-encoded ("4530...") and e-MUCS mostly plain. It returns ""
+// for a value that is no usable meter identity (empty, too long, spaces).
+func equipmentID(v string) string {
+	if b, err := hex.DecodeString(v); err == nil && len(b) > 0 {
+		printable := true
+		for _, c := range b {
+			printable = printable && c > 0x20 && c < 0x7f
+		}
+		if printable {
+			v = string(b)
+		}
+	}
+	if !(wire.Meter{Device: "d", ID: v}).Valid() {
+		return ""
+	}
+	return v
 }

@@ -69,6 +69,7 @@ type Source struct {
 	telegrams, badCRC, malformed, oversize, skipped atomic.Uint64
 	connects, failures                              atomic.Uint64
 	connected                                       atomic.Bool
+	equipment                                       atomic.Pointer[string] // the meter's latest equipment identifier
 }
 
 var _ source.Source = (*Source)(nil)
@@ -124,6 +125,15 @@ func New(cfg Config) (*Source, error) {
 		s.keys = append(s.keys, k)
 	}
 	return s, nil
+}
+
+// Meters reports the equipment identifier of the meter, as its latest
+// telegram stated it: the meter vouches for its identity itself.
+func (s *Source) Meters() map[string]string {
+	if p := s.equipment.Load(); p != nil {
+		return map[string]string{s.cfg.Device: *p}
+	}
+	return nil
 }
 
 // Keys lists the stream keys, "<device>/<metric>".
@@ -250,6 +260,11 @@ func (s *Source) session(ctx context.Context, last map[string]int64, emit source
 		}
 		s.telegrams.Add(1)
 		good = true
+		if t.Equipment != "" {
+			if p := s.equipment.Load(); p == nil || *p != t.Equipment {
+				s.equipment.Store(&t.Equipment)
+			}
+		}
 		rs = s.readings(rs[:0], &t, last)
 		if len(rs) == 0 {
 			continue

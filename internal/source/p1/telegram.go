@@ -47,6 +47,11 @@ type Telegram struct {
 	Version string
 	// Measurements are the mapped registers, in object order.
 	Measurements []Measurement
+	// Equipment is the electricity meter's equipment identifier
+	// (0-0:96.1.1), decoded from hex when the meter hex-encodes it (DSMR);
+	// empty if absent or not a usable identity (see wire.Meter). It is
+	// personal data: never logged.
+	Equipment string
 }
 
 // Object is one data object line: an OBIS reference and its values, each

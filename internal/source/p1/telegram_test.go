@@ -54,6 +54,7 @@ type golden struct {
 	Time         time.Time           `json:"time"`
 	Objects      int                 `json:"objects"`
 	Measurements []goldenMeasurement `json:"measurements"`
+	Equipment    string              `json:"equipment,omitempty"`
 }
 
 // TestGolden parses the real-format telegrams in testdata/*.txt, checks
@@ -78,7 +79,7 @@ func TestGolden(t *testing.T) {
 			if !bytes.Equal(out, in) {
 				t.Fatalf("round trip differs:\n%q\n%q", out, in)
 			}
-			g := golden{Header: tg.Header, Version: tg.Version, Time: tg.Time, Objects: len(tg.Objects)}
+			g := golden{Header: tg.Header, Version: tg.Version, Time: tg.Time, Objects: len(tg.Objects), Equipment: tg.Equipment}
 			for _, m := range tg.Measurements {
 				g.Measurements = append(g.Measurements, goldenMeasurement(m))
 			}

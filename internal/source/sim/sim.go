@@ -36,6 +36,9 @@ type Config struct {
 	Rate float64 `json:"rate,omitempty"`
 	// Seed varies the household's profile. Default 1.
 	Seed uint64 `json:"seed,omitempty"`
+	// MeterSerial, if set, is reported as the identity of the
+	// household's grid meter ("<household>-meter").
+	MeterSerial string `json:"meter_serial,omitempty"`
 	// Now is the clock for real-time mode. Default time.Now.
 	Now func() time.Time `json:"-"`
 }
@@ -107,6 +110,14 @@ func Streams(household string) [][4]string {
 		{household + "-meter", "import_power_w", "energy.consumption", "W"},
 		{household + "-heatpump", "power_w", "energy.heating", "W"},
 	}
+}
+
+// Meters reports the configured serial of the household's grid meter.
+func (s *Sim) Meters() map[string]string {
+	if s.cfg.MeterSerial == "" {
+		return nil
+	}
+	return map[string]string{s.cfg.Household + "-meter": s.cfg.MeterSerial}
 }
 
 // Keys lists the stream keys.
