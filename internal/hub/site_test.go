@@ -327,3 +327,78 @@ func TestSiteBalanceHold(t *testing.T) {
 		t.Fatalf("rollups of held readings: %s %v", b, err)
 	}
 }
+
+// TestMeterIdentity: a device registered with its meter's serial accepts
+// batches that report that meter; a batch reporting another meter for it,
+// or none (an agent that predates meters), is acknowledged and
+// quarantined with rule meter_identity, readable for release by an
+// operator with a grant.
+func TestMeterIdentity(t *testing.T) {
+	h, c := startHub(t, hub.Config{})
+	ctx := context.Background()
+	ten, err := c.CreateTenant(ctx, "Meter Coop")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.GrantSelf(ctx, ten.ID); err != nil {
+		t.Fatal(err)
+	}
+	sub, err := c.CreateSubject(ctx, ten.ID, "Member M")
+	if err != nil {
+		t.Fatal(err)
+	}
+	site, err := c.CreateSite(ctx, ten.ID, sub.ID, "house-m")
+	if err != nil {
+		t.Fatal(err)
+	}
+	offer, err := c.CreateConnector(ctx, ten.ID, "house-m-gw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.CreateMeterDevice(ctx, ten.ID, site.ID, offer.Connector.ID, "house-m-meter", "bad serial"); err == nil {
+		t.Fatal("a serial with a space was accepted")
+	}
+	dev, err := c.CreateMeterDevice(ctx, ten.ID, site.ID, offer.Connector.ID, "house-m-meter", "E0044007131650217")
+	if err != nil || dev.MeterSerial != "E0044007131650217" {
+		t.Fatalf("device: %+v %v", dev, err)
+	}
+	st, err := c.CreateStream(ctx, ten.ID, dev.ID, "import_power_w", "energy.consumption", "W")
+	if err != nil {
+		t.Fatal(err)
+	}
+	creds, err := uplink.Enrol(ctx, t.TempDir(), h.APIURL(), offer.Token, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := member{hh: client.Household{Subject: sub, Site: site, Connector: offer.Connector, Streams: []registry.Stream{st}}, device: deviceClient(t, creds.TLSConfig(""))}
+	day := time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC)
+	for i, tc := range []struct {
+		name        string
+		meter       string
+		quarantined int
+	}{
+		{"the bound meter", "E0044007131650217", 0},
+		{"another meter", "E0044007999999999", 6},
+		{"no meter reported", "", 6},
+	} {
+		b := batchOf(st.Key, fiveMinutes(day.Add(time.Duration(i)*time.Hour), 6))
+		if tc.meter != "" {
+			b.Meters = []wire.Meter{{Device: "house-m-meter", ID: tc.meter}}
+		}
+		if res := m.postBatch(t, h, b); res.Readings != 6 || res.Quarantined != tc.quarantined {
+			t.Fatalf("%s: %+v, want %d quarantined", tc.name, res, tc.quarantined)
+		}
+	}
+	q := siteQuarantine(t, c, ten.ID, st.ID)
+	if len(q) != 12 {
+		t.Fatalf("%d quarantined readings, want 12", len(q))
+	}
+	for tm, rules := range q {
+		if len(rules) == 0 || rules[0] != plausibility.RuleMeterIdentity {
+			t.Fatalf("reading at %d: rules %v", tm, rules)
+		}
+	}
+	if got := readsOf(t, c, ten.ID, st.ID); len(got) != 6 {
+		t.Fatalf("%d readings in the stream, want 6", len(got))
+	}
+}
