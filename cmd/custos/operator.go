@@ -299,7 +299,7 @@ when that finished.`,
 		connCmd.AddCommand(c)
 	}
 
-	var site, connector string
+	var site, connector, meterSerial string
 	devCmd := &cobra.Command{Use: "device", Short: "Manage devices"}
 	dadd := &cobra.Command{
 		Use: "add NAME", Short: "Create a device at a site, served by a connector", Args: cobra.ExactArgs(1),
@@ -308,7 +308,7 @@ when that finished.`,
 			if err != nil {
 				return err
 			}
-			v, err := c.CreateDevice(cmd.Context(), tid(), registry.SiteID(site), registry.ConnectorID(connector), args[0])
+			v, err := c.CreateMeterDevice(cmd.Context(), tid(), registry.SiteID(site), registry.ConnectorID(connector), args[0], meterSerial)
 			if err != nil {
 				return err
 			}
@@ -320,6 +320,7 @@ when that finished.`,
 	tenantFlag(dadd)
 	dadd.Flags().StringVar(&site, "site", "", "site ID")
 	dadd.Flags().StringVar(&connector, "connector", "", "connector ID")
+	dadd.Flags().StringVar(&meterSerial, "meter-serial", "", "the serial of the meter this device is: readings its connector reports under another meter identity are quarantined")
 	dadd.MarkFlagRequired("site")
 	dadd.MarkFlagRequired("connector")
 	dlist := &cobra.Command{
@@ -341,7 +342,7 @@ when that finished.`,
 	tenantFlag(dlist)
 	devCmd.AddCommand(dadd, dlist)
 
-	var device, metric, category, unit string
+	var device, metric, category, unit, role string
 	streamCmd := &cobra.Command{Use: "stream", Short: "Manage streams"}
 	sadd := &cobra.Command{
 		Use: "add", Short: "Create a stream: one metric of a device, with its data category", Args: cobra.NoArgs,
@@ -350,7 +351,15 @@ when that finished.`,
 			if err != nil {
 				return err
 			}
-			v, err := c.CreateStream(cmd.Context(), tid(), registry.DeviceID(device), metric, registry.Category(category), unit)
+			var v registry.Stream
+			if role != "" {
+				if unit != "" && unit != "W" {
+					return fmt.Errorf("a stream with a site role measures power in W")
+				}
+				v, err = c.CreateRoleStream(cmd.Context(), tid(), registry.DeviceID(device), metric, registry.Category(category), registry.Role(role))
+			} else {
+				v, err = c.CreateStream(cmd.Context(), tid(), registry.DeviceID(device), metric, registry.Category(category), unit)
+			}
 			if err != nil {
 				return err
 			}
@@ -364,6 +373,7 @@ when that finished.`,
 	sadd.Flags().StringVar(&metric, "metric", "", "metric name, e.g. import_power_w")
 	sadd.Flags().StringVar(&category, "category", "", "data category, e.g. energy.consumption")
 	sadd.Flags().StringVar(&unit, "unit", "", "unit, e.g. W")
+	sadd.Flags().StringVar(&role, "role", "", "the stream's part in its site's energy balance: import, export, production or load (power in W)")
 	sadd.MarkFlagRequired("device")
 	sadd.MarkFlagRequired("metric")
 	sadd.MarkFlagRequired("category")
