@@ -73,17 +73,23 @@ func (s *Service) Screen(ctx context.Context, landed []series.Chunk) ([]series.C
 	}
 	bySite := map[siteKey][]int{}
 	var sites []siteKey
+	known := map[registry.StreamID]registry.Stream{}
 	for i := range landed {
 		c := &landed[i]
 		if c.Hold == 0 {
 			continue
 		}
-		st, err := s.cfg.Sites.Stream(ctx, c.Tenant, c.Stream)
-		if errs.Is(errs.NotFound, err) {
-			continue // deleted or erased: the compactor drops or keeps it as usual
-		}
-		if err != nil {
-			return nil, nil, err
+		st, ok := known[c.Stream]
+		if !ok {
+			var err error
+			st, err = s.cfg.Sites.Stream(ctx, c.Tenant, c.Stream)
+			if errs.Is(errs.NotFound, err) {
+				continue // deleted or erased: the compactor drops or keeps it as usual
+			}
+			if err != nil {
+				return nil, nil, err
+			}
+			known[c.Stream] = st
 		}
 		if st.Role == registry.RoleNone || st.Site == "" {
 			continue
@@ -162,10 +168,22 @@ func (s *Service) screenSite(ctx context.Context, k siteKey, landed []series.Chu
 			inPass[pluckKey{c.Stream, r.Time}] = i
 		}
 	}
+	if hi-lo > maxSiteSpan {
+		// A backfill of weeks in one pass: judging it would read weeks of
+		// every role stream. It is folded unjudged, and said so.
+		s.cfg.Log.Warn("ingest: site balance not checked: the landed span is too long", "site", k.site, "days", (hi-lo)/86_400_000)
+		return nil
+	}
 	ss := make([]plausibility.SiteSeries, 0, len(roles))
 	ids := make([]registry.StreamID, 0, len(roles))
 	for _, r := range roles {
 		rs, err := s.storedReadings(ctx, k.tenant, r.ID, lo, hi+1)
+		if errs.Is(errs.Integrity, err) || errs.Is(errs.NotFound, err) {
+			// A tampered chunk or an erased key: reads report it; the
+			// compaction of everything else must not stall on it.
+			s.cfg.Log.Warn("ingest: site balance not checked: a role stream cannot be read", "site", k.site, "stream", r.ID, "err", err)
+			return nil
+		}
 		if err != nil {
 			return err
 		}
@@ -206,6 +224,10 @@ func (s *Service) screenSite(ctx context.Context, k siteKey, landed []series.Chu
 	}
 	return nil
 }
+
+// maxSiteSpan bounds the span of a site's blocks in one pass that the
+// check judges: 31 days.
+const maxSiteSpan = 31 * 86_400_000
 
 // storedReadings returns a stream's stored readings in [from, to) in time
 // order: landed blocks and chunks alike.
