@@ -57,6 +57,7 @@ appended to a plain file with the same group-commit fsync policy (the disk's lim
 	f.IntVar(&cfg.Streams, "streams", 10, "streams per connector")
 	f.DurationVar(&cfg.Duration, "duration", 10*time.Second, "how long to offer load")
 	f.BoolVar(&cfg.ComparePlaintext, "compare-plaintext", false, "first run the same load against a hub that does not seal, and report both")
+	f.DurationVar(&cfg.SiteGrace, "site-grace", 0, "hold of site-role streams before the site balance check (default the hub's 2m; e.g. 1ms to measure the check in the compactor during the run)")
 	f.BoolVar(&cfg.ComparePlausibility, "compare-plausibility", false, "run the same load with the plausibility checks off and on (off, on, on, off) and report the means and their ratio")
 	f.Float64Var(&cfg.Rate, "rate", 0, "offer this many readings/s in total (paced, open loop); 0 saturates")
 	f.StringVar(&cfg.Dir, "dir", "", "data directory (default: a temporary one, removed afterwards)")

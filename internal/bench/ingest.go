@@ -64,6 +64,10 @@ type IngestConfig struct {
 	ComparePlaintext bool
 	// PlausibilityOff runs the hub without the plausibility checks.
 	PlausibilityOff bool
+	// SiteGrace is the hub's hold of role streams' blocks before the site
+	// balance check (hub.Config.SiteGrace); a short one makes the check
+	// run in the compactor during the measurement. Default: the hub's.
+	SiteGrace time.Duration
 	// ComparePlausibility first runs the same load against a hub without
 	// the plausibility checks, then the normal run, and reports both.
 	ComparePlausibility bool
@@ -199,7 +203,7 @@ func Ingest(ctx context.Context, cfg IngestConfig) (res IngestResult, err error)
 		dir = d
 	}
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	hcfg := hub.Config{DataDir: filepath.Join(dir, "hub"), APIAddr: "127.0.0.1:0", DeviceAddr: "127.0.0.1:0", Log: quiet, Plaintext: cfg.Plaintext, PlausibilityOff: cfg.PlausibilityOff}
+	hcfg := hub.Config{DataDir: filepath.Join(dir, "hub"), APIAddr: "127.0.0.1:0", DeviceAddr: "127.0.0.1:0", Log: quiet, Plaintext: cfg.Plaintext, PlausibilityOff: cfg.PlausibilityOff, SiteGrace: cfg.SiteGrace}
 	if cfg.PostgresDSN != "" {
 		hcfg.PostgresDSN = cfg.PostgresDSN
 		hcfg.PostgresSchema = fmt.Sprintf("custos_bench_%d", time.Now().UnixNano())
