@@ -49,7 +49,16 @@ type SiteStore interface {
 	SiteRoleStreams(ctx context.Context, t registry.TenantID, site registry.SiteID) ([]registry.Stream, error)
 	// Stream returns one stream (with its site and role).
 	Stream(ctx context.Context, t registry.TenantID, id registry.StreamID) (registry.Stream, error)
-	series.ChunkSource
+	// FoldedChunks is series.ChunkSource over the compacted chunks only,
+	// without the landing area.
+	FoldedChunks(ctx context.Context, t registry.TenantID, st registry.StreamID, from, to int64, fn func(*series.Chunk) (bool, error)) error
+}
+
+// folded reads the compacted chunks only (see SiteStore.FoldedChunks).
+type folded struct{ SiteStore }
+
+func (f folded) StreamChunks(ctx context.Context, t registry.TenantID, st registry.StreamID, from, to int64, fn func(*series.Chunk) (bool, error)) error {
+	return f.FoldedChunks(ctx, t, st, from, to, fn)
 }
 
 // siteKey names a site across tenants.
@@ -155,8 +164,10 @@ func (s *Service) screenSite(ctx context.Context, k siteKey, landed []series.Chu
 		return nil // nothing to balance against: a site without a grid meter
 	}
 	lo, hi := landed[idx[0]].MinTime, landed[idx[0]].MaxTime
-	// Where each reading of the pass is: (stream, time) → block index.
+	// Where each reading of the pass is: (stream, time) → block index;
+	// and the pass's readings per stream.
 	inPass := map[pluckKey]int{}
+	passed := map[registry.StreamID][]wire.Reading{}
 	for _, i := range idx {
 		c := &landed[i]
 		lo, hi = min(lo, c.MinTime), max(hi, c.MaxTime)
@@ -167,6 +178,7 @@ func (s *Service) screenSite(ctx context.Context, k siteKey, landed []series.Chu
 		for _, r := range rs {
 			inPass[pluckKey{c.Stream, r.Time}] = i
 		}
+		passed[c.Stream] = append(passed[c.Stream], rs...)
 	}
 	if hi-lo > maxSiteSpan {
 		// A backfill of weeks in one pass: judging it would read weeks of
@@ -177,7 +189,10 @@ func (s *Service) screenSite(ctx context.Context, k siteKey, landed []series.Chu
 	ss := make([]plausibility.SiteSeries, 0, len(roles))
 	ids := make([]registry.StreamID, 0, len(roles))
 	for _, r := range roles {
-		rs, err := s.storedReadings(ctx, k.tenant, r.ID, lo, hi+1)
+		// The pass holds every landed block of the site's role streams
+		// that is due (store Compact takes a site's held blocks along);
+		// the rest of the span is in the chunks.
+		rs, err := s.storedReadings(ctx, k.tenant, r.ID, lo, hi+1, passed[r.ID])
 		if errs.Is(errs.Integrity, err) || errs.Is(errs.NotFound, err) {
 			// A tampered chunk or an erased key: reads report it; the
 			// compaction of everything else must not stall on it.
@@ -229,13 +244,13 @@ func (s *Service) screenSite(ctx context.Context, k siteKey, landed []series.Chu
 // check judges: 31 days.
 const maxSiteSpan = 31 * 86_400_000
 
-// storedReadings returns a stream's stored readings in [from, to) in time
-// order: landed blocks and chunks alike.
-func (s *Service) storedReadings(ctx context.Context, t registry.TenantID, st registry.StreamID, from, to int64) ([]wire.Reading, error) {
+// storedReadings returns a stream's readings in [from, to) in time order:
+// those folded into chunks and those of the pass (inPass).
+func (s *Service) storedReadings(ctx context.Context, t registry.TenantID, st registry.StreamID, from, to int64, inPass []wire.Reading) ([]wire.Reading, error) {
 	q := series.Query{Tenant: t, Stream: st, From: from, To: to, Limit: series.MaxLimit, Sealer: s.cfg.Sealer}
-	var out []wire.Reading
+	out := slices.Clone(inPass)
 	for {
-		p, err := series.Read(ctx, s.cfg.Sites, q)
+		p, err := series.Read(ctx, folded{s.cfg.Sites}, q)
 		if err != nil {
 			return nil, err
 		}

@@ -101,6 +101,30 @@ func (s *Store) insertChunks(ctx context.Context, tx *sql.Tx, table string, rows
 	return nil
 }
 
+// FoldedChunks is StreamChunks over the compacted chunks only (indexed),
+// without the landing area: for the site balance check, which has the
+// landed blocks of its pass in hand.
+func (s *Store) FoldedChunks(ctx context.Context, tenant registry.TenantID, stream registry.StreamID, from, to int64, fn func(*series.Chunk) (bool, error)) error {
+	rows, err := s.db.QueryContext(ctx, s.q(`SELECT id, subject_id, min_ms, max_ms, n, data FROM chunks
+		WHERE stream_id = ? AND tenant_id = ? AND min_ms >= ? AND min_ms < ? AND max_ms >= ? ORDER BY min_ms, id`),
+		stream, tenant, from-series.MaxChunkSpanMS, to, from)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	c := series.Chunk{Tenant: tenant, Stream: stream}
+	for rows.Next() {
+		if err := rows.Scan(&c.ID, &c.Subject, &c.MinTime, &c.MaxTime, &c.Count, &c.Data); err != nil {
+			return err
+		}
+		more, err := fn(&c)
+		if err != nil || !more {
+			return err
+		}
+	}
+	return rows.Err()
+}
+
 // StreamChunks calls fn for each chunk of a tenant's stream that may hold
 // readings in [from, to) — compacted chunks and landed blocks alike —
 // ordered by MinTime, until fn returns false or an error. The chunk's Data
