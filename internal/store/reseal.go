@@ -55,6 +55,36 @@ type Sealed struct {
 	id int64 // landing and chunk row ID
 }
 
+// querySealed runs query and scans every row with scan.
+func querySealed(ctx context.Context, s *Store, query string, scan func(*sql.Rows) (Sealed, error), args ...any) ([]Sealed, error) {
+	rows, err := s.db.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Sealed
+	for rows.Next() {
+		v, err := scan(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, rows.Err()
+}
+
+// resealPages re-seals vs a page at a time, adding to st.
+func (s *Store) resealPages(ctx context.Context, vs []Sealed, fn func(*Sealed) ([]byte, error), st *ResealStats) error {
+	for i := 0; i < len(vs); i += resealPage {
+		one, err := s.resealPage(ctx, vs[i:min(i+resealPage, len(vs))], fn)
+		st.add(one)
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // ResealStats counts what Reseal did.
 type ResealStats struct {
 	Seen     int // sealed values visited
@@ -136,24 +166,16 @@ func (s *Store) Reseal(ctx context.Context, t registry.TenantID, subj registry.S
 	// Quarantined blocks and the detector's learned state.
 	after = int64(math.MinInt64)
 	for {
-		rows, err := s.db.QueryContext(ctx, s.q(`SELECT id, stream_id, connector_id, batch_id, seq, data FROM quarantine
-			WHERE subject_id = ? AND tenant_id = ? AND id > ? ORDER BY id LIMIT ?`), subj, t, after, resealPage)
+		page, err := querySealed(ctx, s, s.q(`SELECT id, stream_id, connector_id, batch_id, seq, data FROM quarantine
+			WHERE subject_id = ? AND tenant_id = ? AND id > ? ORDER BY id LIMIT ?`),
+			func(rows *sql.Rows) (Sealed, error) {
+				v := Sealed{Kind: SealedQuarantine, Tenant: t, Subject: subj}
+				var batch []byte
+				err := rows.Scan(&v.id, &v.Stream, &v.Connector, &batch, &v.Seq, &v.Data)
+				copy(v.Batch[:], batch)
+				return v, err
+			}, subj, t, after, resealPage)
 		if err != nil {
-			return st, err
-		}
-		var page []Sealed
-		for rows.Next() {
-			v := Sealed{Kind: SealedQuarantine, Tenant: t, Subject: subj}
-			var batch []byte
-			if err := rows.Scan(&v.id, &v.Stream, &v.Connector, &batch, &v.Seq, &v.Data); err != nil {
-				rows.Close()
-				return st, err
-			}
-			copy(v.Batch[:], batch)
-			page = append(page, v)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
 			return st, err
 		}
 		if len(page) == 0 {
@@ -166,54 +188,28 @@ func (s *Store) Reseal(ctx context.Context, t registry.TenantID, subj registry.S
 			return st, err
 		}
 	}
-	rows, err := s.db.QueryContext(ctx, s.q(`SELECT stream_id, data FROM plausibility_state WHERE subject_id = ? AND tenant_id = ?`), subj, t)
+	states, err := querySealed(ctx, s, s.q(`SELECT stream_id, data FROM plausibility_state WHERE subject_id = ? AND tenant_id = ?`),
+		func(rows *sql.Rows) (Sealed, error) {
+			v := Sealed{Kind: SealedPlausibility, Tenant: t, Subject: subj}
+			return v, rows.Scan(&v.Stream, &v.Data)
+		}, subj, t)
 	if err != nil {
 		return st, err
 	}
-	var states []Sealed
-	for rows.Next() {
-		v := Sealed{Kind: SealedPlausibility, Tenant: t, Subject: subj}
-		if err := rows.Scan(&v.Stream, &v.Data); err != nil {
-			rows.Close()
-			return st, err
-		}
-		states = append(states, v)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
+	if err := s.resealPages(ctx, states, fn, &st); err != nil {
 		return st, err
-	}
-	for i := 0; i < len(states); i += resealPage {
-		one, err := s.resealPage(ctx, states[i:min(i+resealPage, len(states))], fn)
-		st.add(one)
-		if err != nil {
-			return st, err
-		}
 	}
 	// Corrections waiting in rectification requests: few, short-lived.
-	rows, err = s.db.QueryContext(ctx, s.q(`SELECT request_id, seq, stream_id, data FROM rectification_parts WHERE tenant_id = ? AND subject_id = ? ORDER BY request_id, seq`), t, subj)
+	parts, err := querySealed(ctx, s, s.q(`SELECT request_id, seq, stream_id, data FROM rectification_parts WHERE tenant_id = ? AND subject_id = ? ORDER BY request_id, seq`),
+		func(rows *sql.Rows) (Sealed, error) {
+			v := Sealed{Kind: SealedCorrections, Tenant: t, Subject: subj}
+			return v, rows.Scan(&v.Request, &v.Seq, &v.Stream, &v.Data)
+		}, t, subj)
 	if err != nil {
 		return st, err
 	}
-	var parts []Sealed
-	for rows.Next() {
-		v := Sealed{Kind: SealedCorrections, Tenant: t, Subject: subj}
-		if err := rows.Scan(&v.Request, &v.Seq, &v.Stream, &v.Data); err != nil {
-			rows.Close()
-			return st, err
-		}
-		parts = append(parts, v)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
+	if err := s.resealPages(ctx, parts, fn, &st); err != nil {
 		return st, err
-	}
-	for i := 0; i < len(parts); i += resealPage {
-		one, err := s.resealPage(ctx, parts[i:min(i+resealPage, len(parts))], fn)
-		st.add(one)
-		if err != nil {
-			return st, err
-		}
 	}
 	return st, nil
 }
