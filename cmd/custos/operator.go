@@ -58,17 +58,24 @@ func when(t time.Time) string {
 	return t.UTC().Format(time.RFC3339)
 }
 
-func operatorCommands(g *globals) []*cobra.Command {
-	var tenant string
-	tenantFlag := func(c *cobra.Command) {
-		c.Flags().StringVar(&tenant, "tenant", os.Getenv("CUSTOS_TENANT"), "tenant ID (env CUSTOS_TENANT)")
+// requiredTenantFlag returns what adds a --tenant flag (default
+// CUSTOS_TENANT) into *tenant to a command, which then refuses to run
+// without one.
+func requiredTenantFlag(tenant *string) func(*cobra.Command) {
+	return func(c *cobra.Command) {
+		c.Flags().StringVar(tenant, "tenant", os.Getenv("CUSTOS_TENANT"), "tenant ID (env CUSTOS_TENANT)")
 		c.PreRunE = func(*cobra.Command, []string) error {
-			if tenant == "" {
+			if *tenant == "" {
 				return errors.New("--tenant (or CUSTOS_TENANT) is required")
 			}
 			return nil
 		}
 	}
+}
+
+func operatorCommands(g *globals) []*cobra.Command {
+	var tenant string
+	tenantFlag := requiredTenantFlag(&tenant)
 	tid := func() registry.TenantID { return registry.TenantID(tenant) }
 
 	tenantCmd := &cobra.Command{Use: "tenant", Short: "Manage tenants"}

@@ -1,9 +1,7 @@
 package main
 
 import (
-	"errors"
 	"fmt"
-	"os"
 
 	"github.com/spf13/cobra"
 
@@ -14,15 +12,7 @@ import (
 // policyCommand is "custos policy show|set": a stream's collection policy.
 func policyCommand(g *globals) *cobra.Command {
 	var tenant, reason string
-	tenantFlag := func(c *cobra.Command) {
-		c.Flags().StringVar(&tenant, "tenant", os.Getenv("CUSTOS_TENANT"), "tenant ID (env CUSTOS_TENANT)")
-		c.PreRunE = func(*cobra.Command, []string) error {
-			if tenant == "" {
-				return errors.New("--tenant (or CUSTOS_TENANT) is required")
-			}
-			return nil
-		}
-	}
+	tenantFlag := requiredTenantFlag(&tenant)
 	print := func(cmd *cobra.Command, v collection.Record) error {
 		return g.show(cmd.OutOrStdout(), v, []string{"STREAM", "POLICY", "PREVIOUS", "VERSION", "UPDATED", "REFUSED", "REASON"}, func(int) []string {
 			return []string{v.Stream, v.String(), v.Previous.String(), fmt.Sprint(v.Version), when(v.Updated), fmt.Sprint(v.Refused), v.Reason}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -21,15 +20,7 @@ import (
 // checks held back, and the tenant's policy that decides it.
 func newQuarantine(g *globals) *cobra.Command {
 	var tenant string
-	tenantFlag := func(c *cobra.Command) {
-		c.Flags().StringVar(&tenant, "tenant", os.Getenv("CUSTOS_TENANT"), "tenant ID (env CUSTOS_TENANT)")
-		c.PreRunE = func(*cobra.Command, []string) error {
-			if tenant == "" {
-				return errors.New("--tenant (or CUSTOS_TENANT) is required")
-			}
-			return nil
-		}
-	}
+	tenantFlag := requiredTenantFlag(&tenant)
 	tid := func() registry.TenantID { return registry.TenantID(tenant) }
 	cmd := &cobra.Command{Use: "quarantine", Short: "Readings held back by the plausibility checks: list, release, reject; the tenant's policy"}
 
