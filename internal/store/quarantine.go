@@ -63,20 +63,7 @@ func (s *Store) Quarantine(ctx context.Context, t registry.TenantID, stream regi
 	}
 	q += ` ORDER BY id LIMIT ?`
 	args = append(args, limit)
-	rows, err := s.db.QueryContext(ctx, s.q(q), args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []series.Quarantined
-	for rows.Next() {
-		v, err := scanQuarantined(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, v)
-	}
-	return out, rows.Err()
+	return queryQuarantined(ctx, s.db, s.q(q), args...)
 }
 
 // QuarantineCount counts a tenant stream's quarantined readings.
@@ -141,21 +128,8 @@ func (s *Store) takeQuarantine(ctx context.Context, t registry.TenantID, ids []i
 	if s.dialect == Postgres {
 		sel += ` FOR UPDATE`
 	}
-	rows, err := tx.QueryContext(ctx, s.q(sel), args...)
+	qs, err := queryQuarantined(ctx, tx, s.q(sel), args...)
 	if err != nil {
-		return 0, err
-	}
-	var qs []series.Quarantined
-	for rows.Next() {
-		v, err := scanQuarantined(rows)
-		if err != nil {
-			rows.Close()
-			return 0, err
-		}
-		qs = append(qs, v)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
 		return 0, err
 	}
 	if len(qs) != len(ids) {
@@ -247,7 +221,15 @@ func (s *Store) EraseSubjectQuarantine(ctx context.Context, t registry.TenantID,
 // SubjectQuarantine lists the quarantined blocks of a data subject, for
 // its export.
 func (s *Store) SubjectQuarantine(ctx context.Context, t registry.TenantID, sub registry.SubjectID) ([]series.Quarantined, error) {
-	rows, err := s.db.QueryContext(ctx, s.q(`SELECT `+quarantineCols+` FROM quarantine WHERE tenant_id = ? AND subject_id = ? ORDER BY id`), t, sub)
+	return queryQuarantined(ctx, s.db, s.q(`SELECT `+quarantineCols+` FROM quarantine WHERE tenant_id = ? AND subject_id = ? ORDER BY id`), t, sub)
+}
+
+// queryQuarantined runs a query selecting quarantineCols on db or a
+// transaction and scans every row.
+func queryQuarantined(ctx context.Context, db interface {
+	QueryContext(context.Context, string, ...any) (*sql.Rows, error)
+}, query string, args ...any) ([]series.Quarantined, error) {
+	rows, err := db.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, err
 	}
