@@ -17,6 +17,7 @@ import (
 	"github.com/custos-iot/custos/internal/client"
 	"github.com/custos-iot/custos/internal/hub"
 	"github.com/custos-iot/custos/internal/hubtest"
+	"github.com/custos-iot/custos/internal/registry"
 	"github.com/custos-iot/custos/internal/uplink"
 	"github.com/custos-iot/custos/internal/wire"
 )
@@ -25,28 +26,8 @@ import (
 // sees it with `custos quarantine list`, releases one entry and rejects
 // another; `custos quarantine policy` shows and sets the tenant's policy.
 func TestQuarantineCLI(t *testing.T) {
-	h, c := hubtest.Start(t, hub.Config{})
-	t.Setenv("CUSTOS_HUB", h.APIURL())
-	t.Setenv("CUSTOS_CA", h.CAFile())
-	t.Setenv("CUSTOS_TOKEN", h.InitialToken)
 	ctx := context.Background()
-	ten, err := c.CreateTenant(ctx, "Quarantine CLI Coop")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv("CUSTOS_TENANT", string(ten.ID))
-	if _, err := c.GrantSelf(ctx, ten.ID); err != nil {
-		t.Fatal(err)
-	}
-	hh, err := c.AddHousehold(ctx, ten.ID, "house-1", "Member One")
-	if err != nil {
-		t.Fatal(err)
-	}
-	creds, err := uplink.Enrol(ctx, t.TempDir(), h.APIURL(), hh.Token, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dev := &http.Client{Transport: &http.Transport{TLSClientConfig: creds.TLSConfig("")}, Timeout: time.Minute}
+	h, c, ten, hh, dev := cliHousehold(t, hub.Config{}, "Quarantine CLI Coop")
 	meter := hh.Streams[1] // import_power_w
 	post := func(start int64) {
 		b := &wire.Batch{Series: []wire.Series{{Key: meter.Key, Readings: []wire.Reading{
@@ -113,4 +94,34 @@ func TestQuarantineCLI(t *testing.T) {
 	if _, err := cli(t, "quarantine", "policy", "--set", f); err == nil || !strings.Contains(err.Error(), "unknown field") {
 		t.Fatalf("bad policy file: %v", err)
 	}
+}
+
+// cliHousehold starts a hub for CLI tests (the CLI's environment pointing
+// at it), creates a tenant that grants itself monitoring, and a household
+// with an enrolled device client.
+func cliHousehold(t *testing.T, cfg hub.Config, coop string) (*hub.Hub, *client.Client, registry.Tenant, client.Household, *http.Client) {
+	t.Helper()
+	h, c := hubtest.Start(t, cfg)
+	t.Setenv("CUSTOS_HUB", h.APIURL())
+	t.Setenv("CUSTOS_CA", h.CAFile())
+	t.Setenv("CUSTOS_TOKEN", h.InitialToken)
+	ctx := context.Background()
+	ten, err := c.CreateTenant(ctx, coop)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("CUSTOS_TENANT", string(ten.ID))
+	if _, err := c.GrantSelf(ctx, ten.ID); err != nil {
+		t.Fatal(err)
+	}
+	hh, err := c.AddHousehold(ctx, ten.ID, "house-1", "Member One")
+	if err != nil {
+		t.Fatal(err)
+	}
+	creds, err := uplink.Enrol(ctx, t.TempDir(), h.APIURL(), hh.Token, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev := &http.Client{Transport: &http.Transport{TLSClientConfig: creds.TLSConfig("")}, Timeout: time.Minute}
+	return h, c, ten, hh, dev
 }

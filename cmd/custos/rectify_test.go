@@ -18,7 +18,6 @@ import (
 	"github.com/custos-iot/custos/internal/api"
 	"github.com/custos-iot/custos/internal/client"
 	"github.com/custos-iot/custos/internal/hub"
-	"github.com/custos-iot/custos/internal/hubtest"
 	"github.com/custos-iot/custos/internal/rights"
 	"github.com/custos-iot/custos/internal/rollup"
 	"github.com/custos-iot/custos/internal/series"
@@ -32,28 +31,8 @@ import (
 // a bad file is refused naming its line, and no request is opened.
 func TestRectifyCLI(t *testing.T) {
 	dir := t.TempDir()
-	h, c := hubtest.Start(t, hub.Config{PlausibilityOff: true})
-	t.Setenv("CUSTOS_HUB", h.APIURL())
-	t.Setenv("CUSTOS_CA", h.CAFile())
-	t.Setenv("CUSTOS_TOKEN", h.InitialToken)
 	ctx := context.Background()
-	ten, err := c.CreateTenant(ctx, "Rectify CLI Coop")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv("CUSTOS_TENANT", string(ten.ID))
-	if _, err := c.GrantSelf(ctx, ten.ID); err != nil {
-		t.Fatal(err)
-	}
-	hh, err := c.AddHousehold(ctx, ten.ID, "house-1", "Member One")
-	if err != nil {
-		t.Fatal(err)
-	}
-	creds, err := uplink.Enrol(ctx, t.TempDir(), h.APIURL(), hh.Token, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dev := &http.Client{Transport: &http.Transport{TLSClientConfig: creds.TLSConfig("")}, Timeout: time.Minute}
+	h, c, ten, hh, dev := cliHousehold(t, hub.Config{PlausibilityOff: true}, "Rectify CLI Coop")
 	st := hh.Streams[1]
 	start := time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC).UnixMilli()
 	rs := make([]wire.Reading, 7*3600)
