@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/eclipse/paho.golang/packets"
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/custos-iot/custos/internal/source"
@@ -183,7 +184,9 @@ func (b *broker) publisher(user, pass string) *publisher {
 	if err != nil {
 		b.t.Fatal(err)
 	}
-	c := paho.NewClient(paho.ClientConfig{Conn: conn, ClientID: fmt.Sprintf("pub-%d", time.Now().UnixNano())})
+	// paho writes a packet in several Writes; a tls.Conn needs the lock
+	// the wrapper adds, or the pinger's PINGREQ can land inside a PUBLISH.
+	c := paho.NewClient(paho.ClientConfig{Conn: packets.NewThreadSafeConn(conn), ClientID: fmt.Sprintf("pub-%d", time.Now().UnixNano())})
 	cp := &paho.Connect{KeepAlive: 30, CleanStart: true, ClientID: c.ClientID()}
 	if user != "" {
 		cp.Username, cp.UsernameFlag = user, true
@@ -316,7 +319,7 @@ func TestBroker(t *testing.T) {
 			{Prefix: "shellypro3em-c8f09e123456", Component: "em:0", Device: "mains"},
 		},
 		Topics: []Topic{{Topic: "custom/room/temperature", Key: "room/temperature_c"}},
-		Log:    slog.New(slog.DiscardHandler),
+		Log:    slog.New(slog.NewTextHandler(t.Output(), nil)),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -401,7 +404,7 @@ func TestBrokerTLS(t *testing.T) {
 		TLS:        TLS{CAFile: filepath.Join(b.dir, "ca.pem"), ServerName: "localhost"},
 		MinBackoff: sim.Duration(50 * time.Millisecond), MaxBackoff: sim.Duration(200 * time.Millisecond),
 		Topics: []Topic{{Topic: "custom/meter/power", Field: "w", Key: "meter/power_w"}},
-		Log:    slog.New(slog.DiscardHandler),
+		Log:    slog.New(slog.NewTextHandler(t.Output(), nil)),
 	}
 	s, err := New(cfg)
 	if err != nil {
@@ -410,6 +413,11 @@ func TestBrokerTLS(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	got := make(collector, 10)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("source stats: %+v", s.Stats())
+		}
+	})
 	go s.Run(ctx, nil, got.emit)
 	got.expect(t, map[string]float64{"meter/power_w": 42})
 
