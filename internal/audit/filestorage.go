@@ -37,6 +37,8 @@ import (
 // device's cache, with no journal commit for a changed file size. That
 // halves the latency of a lone durable append, and more on a busy machine
 // (docs/design-notes.md). Elsewhere appends extend the file as they go.
+// On Linux, StartAppend submits that write asynchronously (native AIO with
+// RWF_DSYNC), so that its caller works while the device writes.
 //
 // It supports one writer (the Log) and any number of concurrent readers.
 type FileStorage struct {
@@ -45,10 +47,12 @@ type FileStorage struct {
 
 	writeMu   sync.Mutex // serialises Append and guards what follows
 	broken    error
-	direct    *os.File // O_DIRECT handle for appends; nil: buffered appends
-	allocated int64    // file size: zeros from end up to it (direct appends)
-	tail      []byte   // block-aligned; tail[:end%blockSize] is end's block
-	wbuf      []byte   // block-aligned write buffer, reused
+	direct    *os.File      // O_DIRECT handle for appends; nil: buffered appends
+	allocated int64         // file size: zeros from end up to it (direct appends)
+	tail      []byte        // block-aligned; tail[:end%blockSize] is end's block
+	wbuf      []byte        // block-aligned write buffer, reused
+	aio       *kernelAIO    // asynchronous direct appends; nil: synchronous
+	started   *pendingWrite // begun by StartAppend, not yet finished
 
 	mu    sync.RWMutex // guards the published state below
 	end   int64        // offset after the last durable record
@@ -119,6 +123,9 @@ func (s *FileStorage) useDirect(d *os.File) error {
 		return err
 	}
 	s.direct, s.allocated = d, fi.Size()
+	if a, err := newKernelAIO(); err == nil {
+		s.aio = a
+	}
 	return nil
 }
 
@@ -262,40 +269,187 @@ func (s *FileStorage) Append(ctx context.Context, leaves [][]byte) (uint64, erro
 	}
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
-	if s.broken != nil {
-		return 0, errs.E(op, errs.Unavailable, fmt.Errorf("storage failed earlier, reopen it: %w", s.broken))
-	}
-	s.mu.RLock()
-	end, first := s.end, s.size
-	s.mu.RUnlock()
-
-	n := 0
-	for _, l := range leaves {
-		if len(l) == 0 || len(l) > MaxLeafLen {
-			return 0, errs.E(op, errs.Invalid, fmt.Errorf("leaf of %d bytes", len(l)))
-		}
-		n += 8 + len(l)
-	}
-	var offs []int64
-	var err error
-	if s.direct != nil {
-		offs, err = s.appendDirect(leaves, end, n)
-	} else {
-		offs, err = s.appendBuffered(leaves, end, n)
-	}
+	w, err := s.prepare(leaves)
 	if err != nil {
+		return 0, errs.E(op, err)
+	}
+	if err := s.write(w); err != nil {
 		return 0, errs.E(op, errs.Unavailable, err)
 	}
+	s.publish(w)
+	return w.first, nil
+}
+
+// StartAppend implements AsyncStorage: it places leaves after the existing
+// ones and starts writing them, without waiting for the device where
+// Linux's asynchronous direct I/O allows it (elsewhere it is Append).
+// FinishAppend must follow before the next append.
+func (s *FileStorage) StartAppend(leaves [][]byte) (uint64, error) {
+	const op errs.Op = "audit.FileStorage.StartAppend"
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	w, err := s.prepare(leaves)
+	if err != nil {
+		return 0, errs.E(op, err)
+	}
+	if s.aio != nil && s.direct != nil {
+		if err := s.aio.start(int(s.direct.Fd()), w.buf, w.start); err == nil {
+			w.async = true
+			s.started = w
+			return w.first, nil
+		}
+		// Nothing was submitted (an old kernel refuses RWF_DSYNC):
+		// write synchronously from now on.
+		s.aio.close()
+		s.aio = nil
+	}
+	if err := s.write(w); err != nil {
+		return 0, errs.E(op, errs.Unavailable, err)
+	}
+	s.publish(w)
+	s.started = w
+	return w.first, nil
+}
+
+// FinishAppend implements AsyncStorage: it waits for the append
+// StartAppend began to be durable. If it fails nothing of the batch was
+// acknowledged and the storage refuses further writes: reopen it.
+func (s *FileStorage) FinishAppend() error {
+	const op errs.Op = "audit.FileStorage.FinishAppend"
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	w := s.started
+	if w == nil {
+		return errs.E(op, errs.Other, "no append was started")
+	}
+	s.started = nil
+	if !w.async {
+		return nil // written and published by StartAppend
+	}
+	n, err := s.aio.wait()
+	if err == nil && n != len(w.buf) {
+		err = fmt.Errorf("short direct write: %d of %d bytes", n, len(w.buf))
+	}
+	if err != nil {
+		// The blocks may hold part of the batch: only a reopen, which
+		// cuts torn writes off, may append again.
+		s.broken = err
+		return errs.E(op, errs.Unavailable, err)
+	}
+	s.publish(w)
+	return nil
+}
+
+// pendingWrite is a batch placed at the end of the leaves, encoded and
+// ready to write.
+type pendingWrite struct {
+	first uint64
+	end   int64 // where its records start
+	n     int   // their length
+	offs  []int64
+	start int64  // direct I/O: the block-aligned offset buf is written at
+	buf   []byte // direct I/O: whole blocks, starting with end's block
+	async bool
+}
+
+// prepare checks leaves and encodes them for the end of the file; writeMu
+// held.
+func (s *FileStorage) prepare(leaves [][]byte) (*pendingWrite, error) {
+	if s.broken != nil {
+		return nil, errs.E(errs.Unavailable, fmt.Errorf("storage failed earlier, reopen it: %w", s.broken))
+	}
+	if s.started != nil {
+		return nil, errs.E(errs.Other, "an append is still in flight")
+	}
+	s.mu.RLock()
+	w := &pendingWrite{end: s.end, first: s.size}
+	s.mu.RUnlock()
+	for _, l := range leaves {
+		if len(l) == 0 || len(l) > MaxLeafLen {
+			return nil, errs.E(errs.Invalid, fmt.Errorf("leaf of %d bytes", len(l)))
+		}
+		w.n += 8 + len(l)
+	}
+	if s.direct == nil {
+		w.buf = make([]byte, w.n)
+		w.offs = encodeRecords(w.buf, leaves, w.end)
+		return w, nil
+	}
+	// Direct I/O rewrites the block holding end with the records after
+	// it, padded with zeros to whole blocks, into preallocated space. The
+	// bytes before end are rewritten unchanged, so a torn write can only
+	// lose the new records.
+	w.start = w.end &^ (blockSize - 1)
+	head := int(w.end - w.start)
+	wlen := (head + w.n + blockSize - 1) &^ (blockSize - 1)
+	if w.start+int64(wlen) > s.allocated {
+		if err := s.grow(w.start + int64(wlen)); err != nil {
+			return nil, errs.E(errs.Unavailable, err)
+		}
+	}
+	if len(s.wbuf) < wlen {
+		s.wbuf = alignedBlock(max(wlen, 64<<10))
+	}
+	w.buf = s.wbuf[:wlen]
+	copy(w.buf, s.tail[:head])
+	w.offs = encodeRecords(w.buf[head:], leaves, w.end)
+	clear(w.buf[head+w.n:])
+	return w, nil
+}
+
+// write makes w durable synchronously; writeMu held.
+func (s *FileStorage) write(w *pendingWrite) error {
+	if s.direct == nil {
+		if _, err := s.f.WriteAt(w.buf, w.end); err != nil {
+			// Nothing was acknowledged; take the partial write back.
+			if terr := s.f.Truncate(w.end); terr != nil {
+				s.broken = terr
+			}
+			return err
+		}
+		if err := fdatasync(s.f); err != nil {
+			// After a failed fsync the page cache cannot be trusted.
+			s.broken = err
+			return err
+		}
+		return nil
+	}
+	if _, err := s.direct.WriteAt(w.buf, w.start); err != nil {
+		if errors.Is(err, syscall.EINVAL) && s.size == 0 && w.end == int64(len(leavesMagic)) {
+			// The file system takes O_DIRECT opens but not the writes:
+			// nothing was written, go on buffered.
+			s.direct.Close()
+			s.direct = nil
+			w.buf = w.buf[w.end-w.start : w.end-w.start+int64(w.n)]
+			return s.write(w)
+		}
+		// The blocks may hold part of the batch: only a reopen, which
+		// cuts torn writes off, may append again.
+		s.broken = err
+		return err
+	}
+	if err := fdatasync(s.direct); err != nil {
+		s.broken = err
+		return err
+	}
+	return nil
+}
+
+// publish makes a durable batch visible; writeMu held.
+func (s *FileStorage) publish(w *pendingWrite) {
+	if s.direct != nil {
+		tail := (w.end + int64(w.n)) &^ (blockSize - 1)
+		copy(s.tail, w.buf[tail-w.start:w.end-w.start+int64(w.n)])
+	}
 	s.mu.Lock()
-	for i, o := range offs {
-		if (first+uint64(i))%indexEvery == 0 {
+	for i, o := range w.offs {
+		if (w.first+uint64(i))%indexEvery == 0 {
 			s.index = append(s.index, o)
 		}
 	}
-	s.end = end + int64(n)
-	s.size = first + uint64(len(leaves))
+	s.end = w.end + int64(w.n)
+	s.size = w.first + uint64(len(w.offs))
 	s.mu.Unlock()
-	return first, nil
 }
 
 // encodeRecords writes the records of leaves into buf, the first at file
@@ -311,67 +465,6 @@ func encodeRecords(buf []byte, leaves [][]byte, at int64) []int64 {
 		i += 8 + len(l)
 	}
 	return offs
-}
-
-// appendBuffered writes n bytes of records at end and fsyncs; writeMu held.
-func (s *FileStorage) appendBuffered(leaves [][]byte, end int64, n int) ([]int64, error) {
-	buf := make([]byte, n)
-	offs := encodeRecords(buf, leaves, end)
-	if _, err := s.f.WriteAt(buf, end); err != nil {
-		// Nothing was acknowledged; take the partial write back.
-		if terr := s.f.Truncate(end); terr != nil {
-			s.broken = terr
-		}
-		return nil, err
-	}
-	if err := fdatasync(s.f); err != nil {
-		// After a failed fsync the page cache cannot be trusted.
-		s.broken = err
-		return nil, err
-	}
-	return offs, nil
-}
-
-// appendDirect rewrites the block holding end with the n bytes of records
-// after it, padded with zeros to whole blocks, into preallocated space,
-// and fsyncs; writeMu held. The bytes before end are rewritten unchanged,
-// so a torn write can only lose the new records.
-func (s *FileStorage) appendDirect(leaves [][]byte, end int64, n int) ([]int64, error) {
-	start := end &^ (blockSize - 1)
-	head := int(end - start)
-	wlen := (head + n + blockSize - 1) &^ (blockSize - 1)
-	if start+int64(wlen) > s.allocated {
-		if err := s.grow(start + int64(wlen)); err != nil {
-			return nil, err
-		}
-	}
-	if len(s.wbuf) < wlen {
-		s.wbuf = alignedBlock(max(wlen, 64<<10))
-	}
-	buf := s.wbuf[:wlen]
-	copy(buf, s.tail[:head])
-	offs := encodeRecords(buf[head:], leaves, end)
-	clear(buf[head+n:])
-	if _, err := s.direct.WriteAt(buf, start); err != nil {
-		if errors.Is(err, syscall.EINVAL) && s.size == 0 && end == int64(len(leavesMagic)) {
-			// The file system takes O_DIRECT opens but not the writes:
-			// nothing was written, go on buffered.
-			s.direct.Close()
-			s.direct = nil
-			return s.appendBuffered(leaves, end, n)
-		}
-		// The blocks may hold part of the batch: only a reopen, which
-		// cuts torn writes off, may append again.
-		s.broken = err
-		return nil, err
-	}
-	if err := fdatasync(s.direct); err != nil {
-		s.broken = err
-		return nil, err
-	}
-	tail := (end + int64(n)) &^ (blockSize - 1)
-	copy(s.tail, buf[tail-start:head+n])
-	return offs, nil
 }
 
 // grow preallocates zeroed space up to at least need and makes it, and
@@ -470,8 +563,17 @@ func (s *FileStorage) LatestCheckpoint(context.Context) ([]byte, error) {
 	return b, nil
 }
 
-// Close closes the leaves file.
+// Close closes the leaves file, after waiting for an append in flight.
 func (s *FileStorage) Close() error {
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	if s.started != nil && s.started.async {
+		s.aio.wait()
+		s.started = nil
+	}
+	if s.aio != nil {
+		s.aio.close()
+	}
 	if s.direct != nil {
 		s.direct.Close()
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/custos-iot/custos/internal/errs"
@@ -75,6 +76,11 @@ type Log struct {
 
 	// appendMu orders appends with catching up on a shared storage.
 	appendMu sync.Mutex
+	async    AsyncStorage // cfg.Storage, if it can start appends; nil if shared
+	started  *startedAppend
+	// contended is set while the sequencer gathers several requests per
+	// commit: Begin then leaves batching to it.
+	contended atomic.Bool
 
 	signMu sync.Mutex
 	cp     []byte // latest signed checkpoint note
@@ -88,6 +94,15 @@ type appendReq struct {
 	ctx     context.Context
 	entries []Entry
 	done    chan appendResult
+}
+
+// startedAppend is an append a Begin started on its own goroutine; it
+// joins the tree when it is finished, before any later append.
+type startedAppend struct {
+	r      *appendReq
+	leaves [][]byte
+	when   int64
+	first  uint64
 }
 
 type appendResult struct {
@@ -123,6 +138,11 @@ func Open(ctx context.Context, cfg Config) (*Log, error) {
 		rng:    factory.NewEmptyRange(0),
 		reqs:   make(chan *appendReq, cfg.MaxBatch),
 		stop:   make(chan struct{}),
+	}
+	if a, ok := cfg.Storage.(AsyncStorage); ok {
+		if _, shared := cfg.Storage.(SharedStorage); !shared {
+			l.async = a
+		}
 	}
 	stored, err := cfg.Storage.LatestCheckpoint(ctx)
 	if err != nil {
@@ -226,20 +246,29 @@ func (l *Log) AppendBatch(ctx context.Context, entries []Entry) (uint64, error) 
 }
 
 // Pending is an append on its way to disk.
-type Pending struct{ r *appendReq }
+type Pending struct {
+	r *appendReq
+	l *Log // set if Begin started the append itself
+}
 
 // Discarded is a Pending that succeeds without anything written, for
 // benchmarks that time a hub without its log.
 func Discarded() Pending {
 	r := &appendReq{done: make(chan appendResult, 1)}
 	r.done <- appendResult{}
-	return Pending{r}
+	return Pending{r: r}
 }
 
 // Begin queues entries for appending and returns at once, so that the
 // caller can prepare its action while they are made durable; it must call
 // Wait before acknowledging the action. Entries of one Begin get
 // consecutive indexes.
+//
+// When no other append is under way and the storage can start appends
+// (an [AsyncStorage]), Begin starts the write itself, on the caller's
+// goroutine: the device is already writing while the caller works, with no
+// thread to wake first — on a busy two-core machine the sequencer was often
+// not scheduled before the caller's work was done (docs/design-notes.md).
 func (l *Log) Begin(ctx context.Context, entries ...Entry) (Pending, error) {
 	const op errs.Op = "audit.Append"
 	if len(entries) == 0 || len(entries) > l.cfg.MaxBatch {
@@ -258,6 +287,14 @@ func (l *Log) Begin(ctx context.Context, entries ...Entry) (Pending, error) {
 		l.closeMu.RUnlock()
 		return Pending{}, errs.E(op, errs.Unavailable, ErrClosed)
 	}
+	// TryLock: the direct start is only worth it uncontended; otherwise
+	// the sequencer gathers this request with the others.
+	if l.async != nil && !l.contended.Load() && len(l.reqs) == 0 && l.appendMu.TryLock() {
+		l.startLocked(r)
+		l.appendMu.Unlock()
+		l.closeMu.RUnlock()
+		return Pending{r: r, l: l}, nil
+	}
 	select {
 	case l.reqs <- r:
 		l.closeMu.RUnlock()
@@ -265,7 +302,58 @@ func (l *Log) Begin(ctx context.Context, entries ...Entry) (Pending, error) {
 		l.closeMu.RUnlock()
 		return Pending{}, errs.E(op, errs.Unavailable, ctx.Err())
 	}
-	return Pending{r}, nil
+	return Pending{r: r}, nil
+}
+
+// startLocked stamps r's entries and starts writing them; appendMu held.
+// A failure is r's verdict.
+func (l *Log) startLocked(r *appendReq) {
+	l.finishLocked()
+	if err := r.ctx.Err(); err != nil {
+		r.done <- appendResult{err: errs.E(errs.Unavailable, err)}
+		return
+	}
+	when := max(l.cfg.Now().UnixMilli(), l.lastWhenLocked())
+	leaves := make([][]byte, 0, len(r.entries))
+	for _, e := range r.entries {
+		e.When = when
+		leaf, err := e.MarshalBinary()
+		if err != nil { // validated in Begin; cannot happen
+			panic(err)
+		}
+		leaves = append(leaves, leaf)
+	}
+	first, err := l.async.StartAppend(leaves)
+	if err != nil {
+		r.done <- appendResult{err: err}
+		return
+	}
+	l.started = &startedAppend{r: r, leaves: leaves, when: when, first: first}
+}
+
+// finishLocked waits for the append Begin started, if any, adds it to the
+// tree and gives its verdict; appendMu held.
+func (l *Log) finishLocked() {
+	s := l.started
+	if s == nil {
+		return
+	}
+	l.started = nil
+	err := l.async.FinishAppend()
+	if err == nil && s.first != l.Size() {
+		err = errs.E(errs.Integrity, fmt.Errorf("storage placed the batch at %d, the tree has %d leaves: another writer?", s.first, l.Size()))
+	}
+	if err != nil {
+		s.r.done <- appendResult{err: err}
+		return
+	}
+	l.mu.Lock()
+	for _, leaf := range s.leaves {
+		l.addLeaf(leaf)
+	}
+	l.lastWhen = max(l.lastWhen, s.when)
+	l.mu.Unlock()
+	s.r.done <- appendResult{first: s.first}
 }
 
 // Wait returns the index of the first entry once all are durable, or an
@@ -276,6 +364,13 @@ func (l *Log) Begin(ctx context.Context, entries ...Entry) (Pending, error) {
 func (p Pending) Wait() (uint64, error) {
 	if p.r == nil {
 		return 0, errs.E(errs.Op("audit.Append"), errs.Unavailable, "nothing was queued")
+	}
+	if p.l != nil {
+		p.l.appendMu.Lock()
+		if p.l.started != nil && p.l.started.r == p.r {
+			p.l.finishLocked()
+		}
+		p.l.appendMu.Unlock()
 	}
 	res := <-p.r.done
 	p.r.done <- res // a second Wait gets the same verdict
@@ -330,6 +425,7 @@ func (l *Log) sequence() {
 			n += len(r.entries)
 		}
 		busy = len(batch) > 1
+		l.contended.Store(busy)
 		l.commit(batch)
 	}
 }
@@ -360,6 +456,7 @@ func (l *Log) commit(batch []*appendReq) {
 	}
 	l.appendMu.Lock()
 	defer l.appendMu.Unlock()
+	l.finishLocked()
 	when := max(l.cfg.Now().UnixMilli(), l.lastWhenLocked())
 	var leaves [][]byte
 	build := func(lastWhen int64) ([][]byte, error) {
@@ -667,6 +764,9 @@ func (l *Log) Close() error {
 	l.closeMu.Unlock()
 	close(l.stop)
 	l.wg.Wait()
+	l.appendMu.Lock()
+	l.finishLocked() // a started append gets its verdict before the storage closes
+	l.appendMu.Unlock()
 	return nil
 }
 

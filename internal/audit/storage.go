@@ -43,6 +43,21 @@ type SharedStorage interface {
 	AppendStamped(ctx context.Context, build func(lastWhen int64) ([][]byte, error)) (first uint64, err error)
 }
 
+// AsyncStorage is a Storage that can begin an append and finish it later,
+// so that the goroutine that records an action can carry the action out
+// while the device writes the entry (see [Log.Begin]). A Log starts at most
+// one such append at a time and finishes it before any other append.
+type AsyncStorage interface {
+	Storage
+	// StartAppend places leaves after the existing ones, returns the index
+	// of the first and starts making them durable. They are not visible
+	// to Leaves or Size before FinishAppend succeeds.
+	StartAppend(leaves [][]byte) (first uint64, err error)
+	// FinishAppend waits until the started append is durable. It follows
+	// Append's rules on durability and partial batches.
+	FinishAppend() error
+}
+
 // MemoryStorage is a Storage in memory, for tests and ephemeral demos. It is
 // not durable: it loses everything with the process.
 type MemoryStorage struct {
