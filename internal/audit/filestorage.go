@@ -281,32 +281,27 @@ func (s *FileStorage) Append(ctx context.Context, leaves [][]byte) (uint64, erro
 }
 
 // StartAppend implements AsyncStorage: it places leaves after the existing
-// ones and starts writing them, without waiting for the device where
-// Linux's asynchronous direct I/O allows it (elsewhere it is Append).
-// FinishAppend must follow before the next append.
+// ones and starts writing them without waiting for the device, through
+// Linux's asynchronous direct I/O; elsewhere it fails with
+// errors.ErrUnsupported. FinishAppend must follow before the next append.
 func (s *FileStorage) StartAppend(leaves [][]byte) (uint64, error) {
 	const op errs.Op = "audit.FileStorage.StartAppend"
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
+	if s.aio == nil || s.direct == nil {
+		return 0, errors.ErrUnsupported
+	}
 	w, err := s.prepare(leaves)
 	if err != nil {
 		return 0, errs.E(op, err)
 	}
-	if s.aio != nil && s.direct != nil {
-		if err := s.aio.start(int(s.direct.Fd()), w.buf, w.start); err == nil {
-			w.async = true
-			s.started = w
-			return w.first, nil
-		}
-		// Nothing was submitted (an old kernel refuses RWF_DSYNC):
-		// write synchronously from now on.
+	if err := s.aio.start(int(s.direct.Fd()), w.buf, w.start); err != nil {
+		// Nothing was submitted (an old kernel refuses RWF_DSYNC): write
+		// synchronously from now on.
 		s.aio.close()
 		s.aio = nil
+		return 0, errors.ErrUnsupported
 	}
-	if err := s.write(w); err != nil {
-		return 0, errs.E(op, errs.Unavailable, err)
-	}
-	s.publish(w)
 	s.started = w
 	return w.first, nil
 }
@@ -323,17 +318,23 @@ func (s *FileStorage) FinishAppend() error {
 		return errs.E(op, errs.Other, "no append was started")
 	}
 	s.started = nil
-	if !w.async {
-		return nil // written and published by StartAppend
-	}
 	n, err := s.aio.wait()
 	if err == nil && n != len(w.buf) {
 		err = fmt.Errorf("short direct write: %d of %d bytes", n, len(w.buf))
 	}
-	if err != nil {
+	if errors.Is(err, syscall.EINVAL) && s.firstWrite(w) {
+		// The file system takes O_DIRECT opens but not the writes (the
+		// error comes with the completion): nothing was written, go on
+		// buffered.
+		s.aio.close()
+		s.aio = nil
+		err = s.write(w)
+	} else if err != nil {
 		// The blocks may hold part of the batch: only a reopen, which
 		// cuts torn writes off, may append again.
 		s.broken = err
+	}
+	if err != nil {
 		return errs.E(op, errs.Unavailable, err)
 	}
 	s.publish(w)
@@ -349,7 +350,6 @@ type pendingWrite struct {
 	offs  []int64
 	start int64  // direct I/O: the block-aligned offset buf is written at
 	buf   []byte // direct I/O: whole blocks, starting with end's block
-	async bool
 }
 
 // prepare checks leaves and encodes them for the end of the file; writeMu
@@ -415,12 +415,9 @@ func (s *FileStorage) write(w *pendingWrite) error {
 		return nil
 	}
 	if _, err := s.direct.WriteAt(w.buf, w.start); err != nil {
-		if errors.Is(err, syscall.EINVAL) && s.size == 0 && w.end == int64(len(leavesMagic)) {
+		if errors.Is(err, syscall.EINVAL) && s.firstWrite(w) {
 			// The file system takes O_DIRECT opens but not the writes:
 			// nothing was written, go on buffered.
-			s.direct.Close()
-			s.direct = nil
-			w.buf = w.buf[w.end-w.start : w.end-w.start+int64(w.n)]
 			return s.write(w)
 		}
 		// The blocks may hold part of the batch: only a reopen, which
@@ -433,6 +430,19 @@ func (s *FileStorage) write(w *pendingWrite) error {
 		return err
 	}
 	return nil
+}
+
+// firstWrite reports whether w is the first direct write to an empty log,
+// and if so switches to buffered appends and makes w one: a file system
+// that refuses direct writes refuses the first.
+func (s *FileStorage) firstWrite(w *pendingWrite) bool {
+	if s.size != 0 || w.end != int64(len(leavesMagic)) {
+		return false
+	}
+	s.direct.Close()
+	s.direct = nil
+	w.buf = w.buf[w.end-w.start : w.end-w.start+int64(w.n)]
+	return true
 }
 
 // publish makes a durable batch visible; writeMu held.
@@ -567,7 +577,7 @@ func (s *FileStorage) LatestCheckpoint(context.Context) ([]byte, error) {
 func (s *FileStorage) Close() error {
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
-	if s.started != nil && s.started.async {
+	if s.started != nil {
 		s.aio.wait()
 		s.started = nil
 	}

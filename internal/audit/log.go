@@ -81,6 +81,8 @@ type Log struct {
 	// contended is set while the sequencer gathers several requests per
 	// commit: Begin then leaves batching to it.
 	contended atomic.Bool
+	// syncOnly is set once the storage said it cannot start appends.
+	syncOnly atomic.Bool
 
 	signMu sync.Mutex
 	cp     []byte // latest signed checkpoint note
@@ -289,11 +291,13 @@ func (l *Log) Begin(ctx context.Context, entries ...Entry) (Pending, error) {
 	}
 	// TryLock: the direct start is only worth it uncontended; otherwise
 	// the sequencer gathers this request with the others.
-	if l.async != nil && !l.contended.Load() && len(l.reqs) == 0 && l.appendMu.TryLock() {
-		l.startLocked(r)
+	if l.async != nil && !l.syncOnly.Load() && !l.contended.Load() && len(l.reqs) == 0 && l.appendMu.TryLock() {
+		started := l.startLocked(r)
 		l.appendMu.Unlock()
-		l.closeMu.RUnlock()
-		return Pending{r: r, l: l}, nil
+		if started {
+			l.closeMu.RUnlock()
+			return Pending{r: r, l: l}, nil
+		}
 	}
 	select {
 	case l.reqs <- r:
@@ -306,12 +310,13 @@ func (l *Log) Begin(ctx context.Context, entries ...Entry) (Pending, error) {
 }
 
 // startLocked stamps r's entries and starts writing them; appendMu held.
-// A failure is r's verdict.
-func (l *Log) startLocked(r *appendReq) {
+// A failure is r's verdict. It returns false, with r untouched, if the
+// storage cannot start appends (then the sequencer writes them).
+func (l *Log) startLocked(r *appendReq) bool {
 	l.finishLocked()
 	if err := r.ctx.Err(); err != nil {
 		r.done <- appendResult{err: errs.E(errs.Unavailable, err)}
-		return
+		return true
 	}
 	when := max(l.cfg.Now().UnixMilli(), l.lastWhenLocked())
 	leaves := make([][]byte, 0, len(r.entries))
@@ -324,11 +329,16 @@ func (l *Log) startLocked(r *appendReq) {
 		leaves = append(leaves, leaf)
 	}
 	first, err := l.async.StartAppend(leaves)
+	if errors.Is(err, errors.ErrUnsupported) {
+		l.syncOnly.Store(true)
+		return false
+	}
 	if err != nil {
 		r.done <- appendResult{err: err}
-		return
+		return true
 	}
 	l.started = &startedAppend{r: r, leaves: leaves, when: when, first: first}
+	return true
 }
 
 // finishLocked waits for the append Begin started, if any, adds it to the
@@ -366,11 +376,16 @@ func (p Pending) Wait() (uint64, error) {
 		return 0, errs.E(errs.Op("audit.Append"), errs.Unavailable, "nothing was queued")
 	}
 	if p.l != nil {
-		p.l.appendMu.Lock()
-		if p.l.started != nil && p.l.started.r == p.r {
-			p.l.finishLocked()
+		select {
+		case res := <-p.r.done: // finished by a later append already
+			p.r.done <- res
+		default:
+			p.l.appendMu.Lock()
+			if p.l.started != nil && p.l.started.r == p.r {
+				p.l.finishLocked()
+			}
+			p.l.appendMu.Unlock()
 		}
-		p.l.appendMu.Unlock()
 	}
 	res := <-p.r.done
 	p.r.done <- res // a second Wait gets the same verdict

@@ -51,7 +51,9 @@ type AsyncStorage interface {
 	Storage
 	// StartAppend places leaves after the existing ones, returns the index
 	// of the first and starts making them durable. They are not visible
-	// to Leaves or Size before FinishAppend succeeds.
+	// to Leaves or Size before FinishAppend succeeds. It fails with
+	// errors.ErrUnsupported, having done nothing, if it cannot start an
+	// append without waiting for it.
 	StartAppend(leaves [][]byte) (first uint64, err error)
 	// FinishAppend waits until the started append is durable. It follows
 	// Append's rules on durability and partial batches.
