@@ -55,15 +55,7 @@ func BenchmarkFileStorageAppend(b *testing.B) {
 		b.Run(fmt.Sprintf("buffered=%v", buffered), func(b *testing.B) {
 			defer func(old bool) { bufferedAppends = old }(bufferedAppends)
 			bufferedAppends = buffered
-			st, err := OpenFileStorage(b.TempDir())
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer st.Close()
-			leaf, err := testEntry(0).MarshalBinary()
-			if err != nil {
-				b.Fatal(err)
-			}
+			st, leaf := benchStorage(b)
 			ctx := context.Background()
 			for b.Loop() {
 				if _, err := st.Append(ctx, [][]byte{leaf}); err != nil {
@@ -85,15 +77,7 @@ func BenchmarkFileStorageOverlap(b *testing.B) {
 	}
 	for _, started := range []bool{false, true} {
 		b.Run(fmt.Sprintf("started=%v", started), func(b *testing.B) {
-			st, err := OpenFileStorage(b.TempDir())
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer st.Close()
-			leaf, err := testEntry(0).MarshalBinary()
-			if err != nil {
-				b.Fatal(err)
-			}
+			st, leaf := benchStorage(b)
 			ctx := context.Background()
 			for b.Loop() {
 				if !started {
@@ -115,6 +99,21 @@ func BenchmarkFileStorageOverlap(b *testing.B) {
 			}
 		})
 	}
+}
+
+// benchStorage opens a FileStorage for b and returns it with one entry's
+// leaf.
+func benchStorage(b *testing.B) (*FileStorage, []byte) {
+	st, err := OpenFileStorage(b.TempDir())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { st.Close() })
+	leaf, err := testEntry(0).MarshalBinary()
+	if err != nil {
+		b.Fatal(err)
+	}
+	return st, leaf
 }
 
 // BenchmarkVerify1M: offline verification of a 1,000,000-entry bundle.

@@ -177,38 +177,20 @@ func TestFileStorageManyBlocks(t *testing.T) {
 	rnd := rand.New(rand.NewPCG(1, 2))
 	var want [][]byte
 	for total := 0; total < 3*preallocChunk; {
-		batch := make([][]byte, 1+rnd.IntN(40))
-		for i := range batch {
-			batch[i] = make([]byte, 1+rnd.IntN(MaxLeafLen))
-			for j := range batch[i] {
-				batch[i][j] = byte(rnd.Uint32())
-			}
-			total += 8 + len(batch[i])
-		}
+		batch, size := randomBatch(rnd, 40)
+		total += size
 		if first, err := s.Append(ctx, batch); err != nil || first != uint64(len(want)) {
 			t.Fatalf("append at %d: %d %v", len(want), first, err)
 		}
 		want = append(want, batch...)
 	}
-	check := func(s *FileStorage) {
-		t.Helper()
-		got, err := s.Leaves(ctx, 0, uint64(len(want)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		for i := range want {
-			if !bytes.Equal(got[i], want[i]) {
-				t.Fatalf("leaf %d differs", i)
-			}
-		}
-	}
-	check(s)
+	checkLeaves(t, s, want)
 	s.Close()
 	s = openFile(t, dir)
 	if s.Truncated != 0 {
 		t.Fatalf("%d bytes cut from a cleanly closed log", s.Truncated)
 	}
-	check(s)
+	checkLeaves(t, s, want)
 }
 
 func writeAt(p string, off int64, b []byte) {
@@ -355,14 +337,8 @@ func TestFileStorageStartAppend(t *testing.T) {
 			rnd := rand.New(rand.NewPCG(3, 4))
 			var want [][]byte
 			for total := 0; total < 2*preallocChunk+5000; {
-				batch := make([][]byte, 1+rnd.IntN(8))
-				for i := range batch {
-					batch[i] = make([]byte, 1+rnd.IntN(MaxLeafLen))
-					for j := range batch[i] {
-						batch[i][j] = byte(rnd.Uint32())
-					}
-					total += 8 + len(batch[i])
-				}
+				batch, size := randomBatch(rnd, 8)
+				total += size
 				if rnd.IntN(2) == 0 {
 					if first, err := s.Append(ctx, batch); err != nil || first != uint64(len(want)) {
 						t.Fatalf("append at %d: %d %v", len(want), first, err)
@@ -398,19 +374,7 @@ func TestFileStorageStartAppend(t *testing.T) {
 					t.Fatalf("size %d after finishing, want %d", n, len(want))
 				}
 			}
-			check := func(s *FileStorage) {
-				t.Helper()
-				got, err := s.Leaves(ctx, 0, uint64(len(want)))
-				if err != nil {
-					t.Fatal(err)
-				}
-				for i := range want {
-					if !bytes.Equal(got[i], want[i]) {
-						t.Fatalf("leaf %d differs", i)
-					}
-				}
-			}
-			check(s)
+			checkLeaves(t, s, want)
 			// A started append is finished by Close, and then on disk.
 			last := [][]byte{[]byte("last")}
 			_, err := s.StartAppend(last)
@@ -426,7 +390,39 @@ func TestFileStorageStartAppend(t *testing.T) {
 				t.Fatalf("%d bytes cut from a cleanly closed log", s.Truncated)
 			}
 			want = append(want, last...)
-			check(s)
+			checkLeaves(t, s, want)
 		})
+	}
+}
+
+// randomBatch returns 1 to max leaves of random bytes and their size on
+// disk.
+func randomBatch(rnd *rand.Rand, max int) ([][]byte, int) {
+	batch := make([][]byte, 1+rnd.IntN(max))
+	size := 0
+	for i := range batch {
+		batch[i] = make([]byte, 1+rnd.IntN(MaxLeafLen))
+		for j := range batch[i] {
+			batch[i][j] = byte(rnd.Uint32())
+		}
+		size += 8 + len(batch[i])
+	}
+	return batch, size
+}
+
+// checkLeaves fails t unless s holds exactly want.
+func checkLeaves(t *testing.T, s *FileStorage, want [][]byte) {
+	t.Helper()
+	if n, _ := s.Size(context.Background()); n != uint64(len(want)) {
+		t.Fatalf("size %d, want %d", n, len(want))
+	}
+	got, err := s.Leaves(context.Background(), 0, uint64(len(want)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range want {
+		if !bytes.Equal(got[i], want[i]) {
+			t.Fatalf("leaf %d differs", i)
+		}
 	}
 }

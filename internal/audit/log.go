@@ -319,15 +319,7 @@ func (l *Log) startLocked(r *appendReq) bool {
 		return true
 	}
 	when := max(l.cfg.Now().UnixMilli(), l.lastWhenLocked())
-	leaves := make([][]byte, 0, len(r.entries))
-	for _, e := range r.entries {
-		e.When = when
-		leaf, err := e.MarshalBinary()
-		if err != nil { // validated in Begin; cannot happen
-			panic(err)
-		}
-		leaves = append(leaves, leaf)
-	}
+	leaves := stamp(nil, r.entries, when)
 	first, err := l.async.StartAppend(leaves)
 	if errors.Is(err, errors.ErrUnsupported) {
 		l.syncOnly.Store(true)
@@ -393,6 +385,19 @@ func (p Pending) Wait() (uint64, error) {
 		return 0, errs.E(errs.Op("audit.Append"), res.err)
 	}
 	return res.first, nil
+}
+
+// stamp appends to leaves the encodings of entries, timed when.
+func stamp(leaves [][]byte, entries []Entry, when int64) [][]byte {
+	for _, e := range entries {
+		e.When = when
+		leaf, err := e.MarshalBinary()
+		if err != nil { // validated in Begin; cannot happen
+			panic(err)
+		}
+		leaves = append(leaves, leaf)
+	}
+	return leaves
 }
 
 func (l *Log) sequence() {
@@ -478,14 +483,7 @@ func (l *Log) commit(batch []*appendReq) {
 		when = max(when, lastWhen)
 		leaves = leaves[:0]
 		for _, r := range live {
-			for _, e := range r.entries {
-				e.When = when
-				leaf, err := e.MarshalBinary()
-				if err != nil { // validated in AppendBatch; cannot happen
-					panic(err)
-				}
-				leaves = append(leaves, leaf)
-			}
+			leaves = stamp(leaves, r.entries, when)
 		}
 		return leaves, nil
 	}
