@@ -83,6 +83,9 @@ func TestOperatorCLI(t *testing.T) {
 	}
 	dev := jsonField(t, mustCLI(t, "device", "add", "meter-1", "--site", site, "--connector", offer.Connector.ID, "--json"), "id")
 	mustCLI(t, "stream", "add", "--device", dev, "--metric", "import_power_w", "--category", "energy.consumption", "--unit", "W")
+	if out := mustCLI(t, "device", "replace-meter", dev, "--meter-serial", "E0044007000000001", "--at", "2026-06-01T11:00:00Z"); !strings.Contains(out, "E0044007000000001") || !strings.Contains(out, "2026-06-01T11:00:00Z") {
+		t.Errorf("replace-meter:\n%s", out)
+	}
 	for _, list := range [][]string{{"tenant", "list"}, {"subject", "list"}, {"site", "list"}, {"connector", "list"}, {"device", "list"}, {"stream", "list"}} {
 		out := mustCLI(t, list...)
 		if len(strings.Split(strings.TrimSpace(out), "\n")) < 2 {
@@ -104,6 +107,8 @@ func TestOperatorCLI(t *testing.T) {
 		{[]string{"read", "str_nope"}, "stream not found"},
 		{[]string{"read", "str_nope", "--from", "yesterday"}, "--from must be RFC 3339"},
 		{[]string{"device", "add", "Bad Name", "--site", site, "--connector", offer.Connector.ID}, "device name must be"},
+		{[]string{"device", "replace-meter", dev, "--at", "yesterday"}, "--at: want RFC 3339"},
+		{[]string{"device", "replace-meter", dev, "--at", "2026-05-01T00:00:00Z"}, "replaced later already"},
 	} {
 		if _, err := cli(t, tc.args...); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("custos %s: got %v, want an error saying %q", strings.Join(tc.args, " "), err, tc.want)

@@ -347,7 +347,42 @@ when that finished.`,
 		},
 	}
 	tenantFlag(dlist)
-	devCmd.AddCommand(dadd, dlist)
+	var replacedAt string
+	dmeter := &cobra.Command{
+		Use:   "replace-meter DEVICE",
+		Short: "Record that a device's meter was replaced: its new serial, and when",
+		Long: `Record that a device's meter was replaced. From --at (default now) the device is
+the new meter: batches reporting its --meter-serial are accepted, those reporting
+the old one are quarantined (rule meter_identity), and an energy counter may restart
+once (rule counter_backwards does not flag the first reading at or after --at).
+An empty --meter-serial records a meter whose identity is not checked.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var at time.Time
+			if replacedAt != "" {
+				t, err := time.Parse(time.RFC3339, replacedAt)
+				if err != nil {
+					return fmt.Errorf("--at: want RFC 3339, e.g. 2026-11-26T09:30:00Z: %w", err)
+				}
+				at = t
+			}
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			v, err := c.ReplaceMeter(cmd.Context(), tid(), registry.DeviceID(args[0]), meterSerial, at)
+			if err != nil {
+				return err
+			}
+			return g.show(cmd.OutOrStdout(), v, []string{"ID", "NAME", "METER SERIAL", "REPLACED"}, func(int) []string {
+				return []string{string(v.ID), v.Name, v.MeterSerial, v.MeterReplaced.Format(time.RFC3339)}
+			}, 1)
+		},
+	}
+	tenantFlag(dmeter)
+	dmeter.Flags().StringVar(&meterSerial, "meter-serial", "", "the new meter's serial (empty: its identity is not checked)")
+	dmeter.Flags().StringVar(&replacedAt, "at", "", "when the new meter started measuring, RFC 3339 (default now)")
+	devCmd.AddCommand(dadd, dlist, dmeter)
 
 	var device, metric, category, unit, role string
 	streamCmd := &cobra.Command{Use: "stream", Short: "Manage streams"}

@@ -322,6 +322,48 @@ func (a *API) createDevice(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// replaceMeter records that a device's meter was replaced: from the time
+// given (default now) the device is the new meter, readings reported under
+// its serial are accepted and those under the old one quarantined, and an
+// energy counter may restart once.
+func (a *API) replaceMeter(w http.ResponseWriter, r *http.Request) error {
+	t, err := a.tenantOf(r)
+	if err != nil {
+		return err
+	}
+	var in struct {
+		// MeterSerial is the new meter's serial; empty: not checked.
+		MeterSerial string `json:"meter_serial"`
+		// At is when the new meter started measuring (RFC 3339); default now.
+		At *time.Time `json:"at"`
+	}
+	if err := decodeJSON(w, r, &in); err != nil {
+		return err
+	}
+	if err := registry.CheckMeterSerial(in.MeterSerial); err != nil {
+		return err
+	}
+	now := a.cfg.Now().UTC()
+	at := now
+	if in.At != nil {
+		at = in.At.UTC()
+	}
+	dev, err := a.cfg.Store.Device(r.Context(), t, registry.DeviceID(r.PathValue("device")))
+	if err != nil {
+		return err
+	}
+	if at.After(now.Add(time.Minute)) {
+		return errs.E(errs.Invalid, "at is in the future: record a replacement once it has happened")
+	}
+	v, err := a.cfg.Store.ReplaceMeter(r.Context(), t, dev.ID, in.MeterSerial, at)
+	if err != nil {
+		return err
+	}
+	a.cfg.Ingest.Forget(v.Connector)
+	writeJSON(w, http.StatusOK, v)
+	return nil
+}
+
 func (a *API) createStream(w http.ResponseWriter, r *http.Request) error {
 	t, err := a.tenantOf(r)
 	if err != nil {

@@ -95,6 +95,7 @@ func (a *API) routes() []route {
 		{"POST /v1/tenants/{tenant}/connectors/{connector}/revoke", op(a.revokeConnector)},
 		{"POST /v1/tenants/{tenant}/devices", op(a.createDevice)},
 		{"GET /v1/tenants/{tenant}/devices", op(list(a, a.cfg.Store.Devices))},
+		{"POST /v1/tenants/{tenant}/devices/{device}/meter-replacements", op(a.replaceMeter)},
 		{"POST /v1/tenants/{tenant}/streams", op(a.createStream)},
 		{"GET /v1/tenants/{tenant}/streams", op(list(a, a.cfg.Store.Streams))},
 		{"POST /v1/tenants/{tenant}/grants", op(a.createGrant)},

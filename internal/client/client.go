@@ -249,6 +249,17 @@ func (c *Client) CreateMeterDevice(ctx context.Context, t registry.TenantID, sit
 	return
 }
 
+// ReplaceMeter records that a device's meter was replaced at at (zero:
+// now) by one with serial ("" for one whose identity is not checked).
+func (c *Client) ReplaceMeter(ctx context.Context, t registry.TenantID, dev registry.DeviceID, serial string, at time.Time) (v registry.Device, err error) {
+	in := map[string]any{"meter_serial": serial}
+	if !at.IsZero() {
+		in["at"] = at
+	}
+	err = c.Do(ctx, "POST", "/v1/tenants/"+string(t)+"/devices/"+string(dev)+"/meter-replacements", in, &v)
+	return
+}
+
 // CreateRoleStream creates a power stream with a role in its site's
 // energy balance (import, export, production, load).
 func (c *Client) CreateRoleStream(ctx context.Context, t registry.TenantID, dev registry.DeviceID, metric string, cat registry.Category, role registry.Role) (v registry.Stream, err error) {

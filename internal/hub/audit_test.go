@@ -27,6 +27,7 @@ func TestEveryRouteIsAudited(t *testing.T) {
 	paths := map[string]string{
 		"{tenant}": string(f.ten), "{subject}": string(f.a.Subject.ID),
 		"{connector}": string(f.a.Connector.ID), "{stream}": string(f.a.Streams[0].ID),
+		"{device}": string(f.a.Streams[0].Device),
 	}
 	// The fixture's batches' entries are integrated now, not while the
 	// routes are counted.

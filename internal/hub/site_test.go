@@ -3,6 +3,7 @@ package hub_test
 import (
 	"context"
 	"encoding/json"
+	"net/http"
 	"testing"
 	"time"
 
@@ -418,4 +419,55 @@ func TestMeterIdentity(t *testing.T) {
 	if got := readsOf(t, c, ten.ID, st.ID); len(got) != 6 {
 		t.Fatalf("%d readings in the stream, want 6", len(got))
 	}
+
+	// The meter is replaced at 11:00: its energy counter restarts near
+	// zero, and the device reports the new serial.
+	counter, err := c.CreateStream(ctx, ten.ID, dev.ID, "import_energy_wh", "energy.consumption", "Wh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.hh.Streams = append(m.hh.Streams, counter)
+	count := func(hour int, from float64) []wire.Reading {
+		rs := make([]wire.Reading, 6)
+		for i := range rs {
+			rs[i] = wire.Reading{Time: day.Add(time.Duration(hour)*time.Hour + time.Duration(i)*5*time.Minute).UnixMilli(), Value: from + 50*float64(i)}
+		}
+		return rs
+	}
+	const oldMeter, newMeter = "E0044007131650217", "E0044007000000001"
+	post := func(name, meter string, rs []wire.Reading, key string, quarantined int) {
+		t.Helper()
+		b := batchOf(key, rs)
+		b.Meters = []wire.Meter{{Device: "house-m-meter", ID: meter}}
+		if res := m.postBatch(t, h, b); res.Readings != len(rs) || res.Quarantined != quarantined {
+			t.Fatalf("%s: %+v, want %d quarantined", name, res, quarantined)
+		}
+	}
+	post("counter before the replacement", oldMeter, count(10, 10_000), counter.Key, 0)
+	replaced := day.Add(11 * time.Hour)
+	if _, err := c.ReplaceMeter(ctx, ten.ID, dev.ID, newMeter, time.Now().Add(time.Hour)); err == nil {
+		t.Fatal("a replacement in the future was recorded")
+	}
+	if _, err := c.ReplaceMeter(ctx, ten.ID, dev.ID, "bad serial", replaced); err == nil {
+		t.Fatal("a serial with a space was accepted")
+	}
+	if _, err := c.ReplaceMeter(ctx, ten.ID, "dev_unknown", newMeter, replaced); err == nil {
+		t.Fatal("an unknown device's meter was replaced")
+	}
+	got, err := c.ReplaceMeter(ctx, ten.ID, dev.ID, newMeter, replaced)
+	if err != nil || got.MeterSerial != newMeter || !got.MeterReplaced.Equal(replaced) {
+		t.Fatalf("replacement: %+v %v", got, err)
+	}
+	var ce *client.Error
+	if _, err := c.ReplaceMeter(ctx, ten.ID, dev.ID, oldMeter, replaced.Add(-time.Hour)); !asClientError(err, &ce) || ce.Status != http.StatusConflict {
+		t.Fatalf("a replacement before the latest: %v, want 409", err)
+	}
+	post("the new meter's counter from near zero", newMeter, count(11, 3), counter.Key, 0)
+	post("the old meter after the replacement", oldMeter, fiveMinutes(day.Add(12*time.Hour), 6), st.Key, 6)
+	post("the new meter", newMeter, fiveMinutes(day.Add(13*time.Hour), 6), st.Key, 0)
+	if got := readsOf(t, c, ten.ID, counter.ID); len(got) != 12 {
+		t.Fatalf("%d counter readings, want 12", len(got))
+	}
+	// Without a recorded replacement the same restart is quarantined.
+	post("a counter restart without a replacement", newMeter, count(14, 1), counter.Key, 6)
 }

@@ -124,7 +124,7 @@ type connView struct {
 	status  registry.ConnectorStatus
 	streams map[string]registry.Stream
 	rules   map[string]collection.Rule // by key; absent: collection.DefaultRule
-	meters  map[string]string          // device name → registered meter serial, for devices that have one
+	meters  map[string]meterIdentity   // device name → registered serial and replacement, for devices with either
 }
 
 type commit struct {
@@ -275,11 +275,15 @@ func (s *Service) load(ctx context.Context, id Identity) (*connView, error) {
 		return nil, err
 	}
 	for _, d := range devs {
-		if d.MeterSerial != "" && d.Tenant == id.Tenant {
+		if (d.MeterSerial != "" || !d.MeterReplaced.IsZero()) && d.Tenant == id.Tenant {
 			if st.meters == nil {
-				st.meters = map[string]string{}
+				st.meters = map[string]meterIdentity{}
 			}
-			st.meters[d.Name] = d.MeterSerial
+			m := meterIdentity{bound: d.MeterSerial}
+			if !d.MeterReplaced.IsZero() {
+				m.replaced = d.MeterReplaced.UnixMilli()
+			}
+			st.meters[d.Name] = m
 		}
 	}
 	st.streams = make(map[string]registry.Stream, len(list))
@@ -394,9 +398,9 @@ func (s *Service) Prepare(ctx context.Context, id Identity, body []byte) (_ *Pen
 			// The plausibility checks judge the rest: what they flag is
 			// quarantined with the batch, the others are stored.
 			if s.cfg.Detector != nil && len(rs) > 0 {
-				var m meterIdentity
-				if bound, ok := view.meters[wire.KeyDevice(sr.Key)]; ok {
-					m = meterIdentity{reported: b.MeterOf(wire.KeyDevice(sr.Key)), bound: bound}
+				m := view.meters[wire.KeyDevice(sr.Key)]
+				if m.bound != "" {
+					m.reported = b.MeterOf(wire.KeyDevice(sr.Key))
 				}
 				keep, bad, why, checked, err := s.check(ctx, v, recv, rs, m)
 				if err != nil {

@@ -196,6 +196,7 @@ func (s *Service) ForgetStreams(ids []registry.StreamID) {
 // and the serial the device is registered with ("" bound: no binding).
 type meterIdentity struct {
 	reported, bound string
+	replaced        int64 // when the meter was last replaced, Unix ms; 0: never
 }
 
 // mismatch reports whether a binding exists and the batch does not honour
@@ -234,7 +235,7 @@ func (s *Service) check(ctx context.Context, v registry.Stream, recv int64, rs [
 	gs := s.guardStream(ctx, v)
 	sctx := plausibility.StreamContext{Tenant: v.Tenant, Stream: v.ID, Kind: kind, Site: pol.Site(), Received: recv,
 		Production: v.Category == "energy.production", NoBaseline: strings.Contains(v.Metric, "export"),
-		MeterID: meter.reported, BoundMeterID: meter.bound}
+		MeterID: meter.reported, BoundMeterID: meter.bound, ReplacedAt: meter.replaced}
 	if v.Category == "energy.storage" {
 		sctx.Site.NetMetered = true // a battery charges and discharges
 	}

@@ -163,8 +163,11 @@ type Device struct {
 	// MeterSerial, if set, is the identity of the meter this device is:
 	// readings its connector sends with another identity (or none) for
 	// the device are quarantined (rule meter_identity).
-	MeterSerial string    `json:"meter_serial,omitempty"`
-	Created     time.Time `json:"created"`
+	MeterSerial string `json:"meter_serial,omitempty"`
+	// MeterReplaced is when the meter was last replaced (zero: never):
+	// the first counter reading at or after it may restart anywhere.
+	MeterReplaced time.Time `json:"meter_replaced,omitzero"`
+	Created       time.Time `json:"created"`
 }
 
 // Role is what a power stream means for its site's energy balance; the

@@ -232,7 +232,7 @@ func (s *Store) CreateDevice(ctx context.Context, v registry.Device) error {
 
 // Devices lists a tenant's devices.
 func (s *Store) Devices(ctx context.Context, tenant registry.TenantID) ([]registry.Device, error) {
-	rows, err := s.db.QueryContext(ctx, s.q(`SELECT id, tenant_id, site_id, connector_id, name, meter_serial, created_ms FROM devices WHERE tenant_id = ? ORDER BY created_ms, id`), tenant)
+	rows, err := s.db.QueryContext(ctx, s.q(`SELECT id, tenant_id, site_id, connector_id, name, meter_serial, meter_replaced_ms, created_ms FROM devices WHERE tenant_id = ? ORDER BY created_ms, id`), tenant)
 	if err != nil {
 		return nil, err
 	}
@@ -241,7 +241,7 @@ func (s *Store) Devices(ctx context.Context, tenant registry.TenantID) ([]regist
 
 // ConnectorDevices lists the devices a connector serves.
 func (s *Store) ConnectorDevices(ctx context.Context, connector registry.ConnectorID) ([]registry.Device, error) {
-	rows, err := s.db.QueryContext(ctx, s.q(`SELECT id, tenant_id, site_id, connector_id, name, meter_serial, created_ms FROM devices WHERE connector_id = ? ORDER BY id`), connector)
+	rows, err := s.db.QueryContext(ctx, s.q(`SELECT id, tenant_id, site_id, connector_id, name, meter_serial, meter_replaced_ms, created_ms FROM devices WHERE connector_id = ? ORDER BY id`), connector)
 	if err != nil {
 		return nil, err
 	}
@@ -253,11 +253,11 @@ func scanDevices(rows *sql.Rows) ([]registry.Device, error) {
 	var out []registry.Device
 	for rows.Next() {
 		var v registry.Device
-		var c int64
-		if err := rows.Scan(&v.ID, &v.Tenant, &v.Site, &v.Connector, &v.Name, &v.MeterSerial, &c); err != nil {
+		var rep, c int64
+		if err := rows.Scan(&v.ID, &v.Tenant, &v.Site, &v.Connector, &v.Name, &v.MeterSerial, &rep, &c); err != nil {
 			return nil, err
 		}
-		v.Created = fromMS(c)
+		v.MeterReplaced, v.Created = replacedAt(rep), fromMS(c)
 		out = append(out, v)
 	}
 	return out, rows.Err()
@@ -266,10 +266,39 @@ func scanDevices(rows *sql.Rows) ([]registry.Device, error) {
 // Device returns one device of a tenant.
 func (s *Store) Device(ctx context.Context, tenant registry.TenantID, id registry.DeviceID) (registry.Device, error) {
 	v := registry.Device{ID: id, Tenant: tenant}
-	var c int64
-	err := s.db.QueryRowContext(ctx, s.q(`SELECT site_id, connector_id, name, meter_serial, created_ms FROM devices WHERE tenant_id = ? AND id = ?`), tenant, id).Scan(&v.Site, &v.Connector, &v.Name, &v.MeterSerial, &c)
-	v.Created = fromMS(c)
+	var rep, c int64
+	err := s.db.QueryRowContext(ctx, s.q(`SELECT site_id, connector_id, name, meter_serial, meter_replaced_ms, created_ms FROM devices WHERE tenant_id = ? AND id = ?`), tenant, id).Scan(&v.Site, &v.Connector, &v.Name, &v.MeterSerial, &rep, &c)
+	v.MeterReplaced, v.Created = replacedAt(rep), fromMS(c)
 	return v, notFound("device", err)
+}
+
+func replacedAt(ms int64) time.Time {
+	if ms == 0 {
+		return time.Time{}
+	}
+	return fromMS(ms)
+}
+
+// ReplaceMeter records that the meter a device is was replaced at at by
+// one with serial ("" for one whose identity is not checked). Replacements
+// are recorded in time order: one before the latest fails with
+// errs.Conflict.
+func (s *Store) ReplaceMeter(ctx context.Context, tenant registry.TenantID, id registry.DeviceID, serial string, at time.Time) (registry.Device, error) {
+	res, err := s.db.ExecContext(ctx, s.q(`UPDATE devices SET meter_serial = ?, meter_replaced_ms = ? WHERE tenant_id = ? AND id = ? AND meter_replaced_ms <= ?`),
+		serial, ms(at), tenant, id, ms(at))
+	if err != nil {
+		return registry.Device{}, err
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return registry.Device{}, err
+	} else if n == 0 {
+		d, err := s.Device(ctx, tenant, id)
+		if err != nil {
+			return registry.Device{}, err
+		}
+		return registry.Device{}, errs.E(errs.Conflict, fmt.Sprintf("the meter was replaced later already, at %s", d.MeterReplaced.UTC().Format(time.RFC3339)))
+	}
+	return s.Device(ctx, tenant, id)
 }
 
 // CreateStream inserts a stream; its key is derived from the device's name.

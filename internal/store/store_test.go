@@ -110,6 +110,20 @@ func testRegistry(t *testing.T, s *store.Store) {
 	if err != nil || len(cs) != 1 || cs[0].ID != f.stream.ID {
 		t.Fatalf("ConnectorStreams = %+v, %v", cs, err)
 	}
+	// Meter replacements: recorded in time order, seen by the connector's
+	// device list.
+	at := time.UnixMilli(1_700_000_600_000).UTC()
+	d, err := s.ReplaceMeter(ctx, f.tenant.ID, f.device.ID, "NEW-1", at)
+	if err != nil || d.MeterSerial != "NEW-1" || !d.MeterReplaced.Equal(at) {
+		t.Fatalf("ReplaceMeter = %+v, %v", d, err)
+	}
+	if _, err := s.ReplaceMeter(ctx, f.tenant.ID, f.device.ID, "OLD", at.Add(-time.Second)); !errs.Is(errs.Conflict, err) {
+		t.Errorf("replacement before the latest: got %v, want Conflict", err)
+	}
+	ds, err := s.ConnectorDevices(ctx, f.connector.ID)
+	if err != nil || len(ds) != 1 || ds[0].MeterSerial != "NEW-1" || !ds[0].MeterReplaced.Equal(at) {
+		t.Fatalf("ConnectorDevices after a replacement = %+v, %v", ds, err)
+	}
 	if err := s.RevokeConnector(ctx, f.tenant.ID, f.connector.ID); err != nil {
 		t.Fatal(err)
 	}
@@ -138,6 +152,9 @@ func testIsolation(t *testing.T, s *store.Store) {
 	}
 	if err := s.RevokeConnector(ctx, a.tenant.ID, b.connector.ID); !errs.Is(errs.NotFound, err) {
 		t.Errorf("revoke b's connector through tenant a: got %v", err)
+	}
+	if _, err := s.ReplaceMeter(ctx, a.tenant.ID, b.device.ID, "X", time.Now()); !errs.Is(errs.NotFound, err) {
+		t.Errorf("replace b's meter through tenant a: got %v, want NotFound", err)
 	}
 	bad := registry.Device{ID: "dev_x", Tenant: a.tenant.ID, Site: b.site.ID, Connector: a.connector.ID, Name: "x"}
 	if err := s.CreateDevice(ctx, bad); !errs.Is(errs.NotFound, err) {
