@@ -219,16 +219,19 @@ type crashHub struct {
 	health *http.Client
 }
 
-func startCrashHub(ctx context.Context, t *testing.T, bin string) *crashHub {
+// startCrashHub starts the hub binary on the embedded store, with extra
+// arguments (e.g. a PostgreSQL DSN) appended.
+func startCrashHub(ctx context.Context, t *testing.T, bin string, extra ...string) *crashHub {
 	t.Helper()
 	dir := t.TempDir()
 	ports := freePorts(t, 2)
 	apiAddr := fmt.Sprintf("127.0.0.1:%d", ports[0])
 	devAddr := fmt.Sprintf("127.0.0.1:%d", ports[1])
+	args := append([]string{"serve", "--data-dir", filepath.Join(dir, "data"),
+		"--api-addr", apiAddr, "--device-addr", devAddr, "--name", "127.0.0.1",
+		"--initial-token-file", filepath.Join(dir, "token"), "--log-level", "warn"}, extra...)
 	h := &crashHub{
-		proc: newProc(t, "hub", bin, "serve", "--data-dir", filepath.Join(dir, "data"),
-			"--api-addr", apiAddr, "--device-addr", devAddr, "--name", "127.0.0.1",
-			"--initial-token-file", filepath.Join(dir, "token"), "--log-level", "warn"),
+		proc:   newProc(t, "hub", bin, args...),
 		dir:    dir,
 		apiURL: "https://" + apiAddr,
 	}
