@@ -352,8 +352,11 @@ func (a *API) replaceMeter(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if at.After(now.Add(time.Minute)) {
+	switch {
+	case at.After(now.Add(time.Minute)):
 		return errs.E(errs.Invalid, "at is in the future: record a replacement once it has happened")
+	case at.UnixMilli() <= 0:
+		return errs.E(errs.Invalid, "at must be after 1970-01-01T00:00:00Z")
 	}
 	v, err := a.cfg.Store.ReplaceMeter(r.Context(), t, dev.ID, in.MeterSerial, at)
 	if err != nil {

@@ -120,7 +120,7 @@ func DataMap(h *Hub) *datamap.Map {
 		},
 		{
 			Name:       "registry",
-			Categories: []string{"identity (name, e-mail, postal address; sealed)", "sites", "devices (with meter serials)", "streams (with site roles)", "subject key"},
+			Categories: []string{"identity (name, e-mail, postal address; sealed)", "sites", "devices (with meter serials and replacement times)", "streams (with site roles)", "subject key"},
 			// collection_policies: per stream, erased with it (ON DELETE
 			// CASCADE); not yet in the export.
 			Tables: []string{"subjects", "sites", "devices", "streams", "collection_policies"},

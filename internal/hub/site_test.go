@@ -351,8 +351,10 @@ func TestSiteBalanceHold(t *testing.T) {
 // or none (an agent that predates meters), is acknowledged and
 // quarantined with rule meter_identity, readable for release by an
 // operator with a grant.
-func TestMeterIdentity(t *testing.T) {
-	h, c := startHub(t, hub.Config{})
+func TestMeterIdentity(t *testing.T) { eachBackend(t, testMeterIdentity) }
+
+func testMeterIdentity(t *testing.T, cfg hub.Config) {
+	h, c := startHub(t, cfg)
 	ctx := context.Background()
 	ten, err := c.CreateTenant(ctx, "Meter Coop")
 	if err != nil {
@@ -447,6 +449,9 @@ func TestMeterIdentity(t *testing.T) {
 	replaced := day.Add(11 * time.Hour)
 	if _, err := c.ReplaceMeter(ctx, ten.ID, dev.ID, newMeter, time.Now().Add(time.Hour)); err == nil {
 		t.Fatal("a replacement in the future was recorded")
+	}
+	if _, err := c.ReplaceMeter(ctx, ten.ID, dev.ID, newMeter, time.Unix(0, 0)); err == nil {
+		t.Fatal("a replacement at the epoch (stored as never) was recorded")
 	}
 	if _, err := c.ReplaceMeter(ctx, ten.ID, dev.ID, "bad serial", replaced); err == nil {
 		t.Fatal("a serial with a space was accepted")

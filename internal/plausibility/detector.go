@@ -166,6 +166,11 @@ type streamState struct {
 	lagRef   int64 // receive time − newest time of the last accepted live batch
 	prevRecv int64
 
+	// replaced is the meter replacement (StreamContext.ReplacedAt) the
+	// stream has accepted a reading after: each replacement lets one
+	// reading restart a counter.
+	replaced int64
+
 	wn        uint8
 	win       [maxWindow - 1]uint64 // bits of the latest values, win[wn-1] newest
 	replaying bool
@@ -324,7 +329,7 @@ func (d *Detector) Check(ctx StreamContext, rs []wire.Reading) []Verdict {
 			case dt < 0:
 				why |= 1 << RuleOutOfOrder
 				ordered = false
-			case ctx.ReplacedAt > st.lastT && t >= ctx.ReplacedAt:
+			case ctx.ReplacedAt != 0 && ctx.ReplacedAt != st.replaced && t >= ctx.ReplacedAt:
 				replaced = true // a new meter: no continuity with the old one
 			default:
 				gap = maxGap > 0 && dt > maxGap
@@ -383,6 +388,12 @@ func (d *Detector) Check(ctx StreamContext, rs []wire.Reading) []Verdict {
 				st.step = 0
 			}
 			st.has, st.lastT, st.lastV = true, t, v
+			// The replacement is used up by the restart it allowed, or by
+			// any reading after it (one exactly at it may be the old
+			// meter's last).
+			if ctx.ReplacedAt != 0 && (replaced || t > ctx.ReplacedAt) {
+				st.replaced = ctx.ReplacedAt
+			}
 			if stat == 0 && !gap {
 				continue
 			}

@@ -113,6 +113,16 @@ func TestRules(t *testing.T) {
 			c.ReplacedAt = t0 + 60_000
 			return c
 		}, []wire.Reading{{Time: t0, Value: 5e6}}, []wire.Reading{{Time: t0 + min5, Value: 2}, {Time: t0 + 2*min5, Value: 40}}, 0},
+		{"counter reset after a replacement at the old meter's last reading", func() StreamContext {
+			c := ctxFor(KindEnergy)
+			c.ReplacedAt = t0
+			return c
+		}, []wire.Reading{{Time: t0, Value: 5e6}}, []wire.Reading{{Time: t0 + min5, Value: 2}, {Time: t0 + 2*min5, Value: 40}}, 0},
+		{"a replacement lets one reading restart", func() StreamContext {
+			c := ctxFor(KindEnergy)
+			c.ReplacedAt = t0 + 60_000
+			return c
+		}, []wire.Reading{{Time: t0, Value: 5e6}, {Time: t0 + min5, Value: 2}}, []wire.Reading{{Time: t0 + 2*min5, Value: 1}}, RuleCounterBackwards},
 		{"counter rollover", func() StreamContext { c := ctxFor(KindEnergy); c.CounterWrap = 1e8; return c },
 			[]wire.Reading{{Time: t0, Value: 1e8 - 100}}, []wire.Reading{{Time: t0 + min5, Value: 200}}, 0},
 		{"counter rollover too fast", func() StreamContext { c := ctxFor(KindEnergy); c.CounterWrap = 1e8; return c },

@@ -16,7 +16,7 @@ var ErrState = errors.New("plausibility: invalid stream state")
 
 const (
 	stateMagic   = "CPS"
-	stateVersion = 1
+	stateVersion = 2 // 2 adds the meter replacement seen; 1 is still read
 )
 
 // AppendStreamState appends the serialised state of stream id to dst. ok is
@@ -86,6 +86,7 @@ func (s *stream) appendState(b []byte) []byte {
 	b = le.AppendUint32(b, s.frozenRun)
 	b = le.AppendUint64(b, uint64(s.lagRef))
 	b = le.AppendUint64(b, uint64(s.prevRecv))
+	b = le.AppendUint64(b, uint64(s.replaced))
 	b = append(b, s.wn)
 	for _, w := range s.win[:s.wn] {
 		b = le.AppendUint64(b, w)
@@ -144,7 +145,8 @@ func (s *stream) decodeState(data []byte) error {
 	if string(r.take(len(stateMagic))) != stateMagic || r.err {
 		return bad("bad magic")
 	}
-	if v := r.u8(); v != stateVersion {
+	version := r.u8()
+	if version != 1 && version != stateVersion {
 		return bad("unknown version")
 	}
 	s.kind = Kind(r.u8())
@@ -163,6 +165,9 @@ func (s *stream) decodeState(data []byte) error {
 	s.frozenRun = r.u32()
 	s.lagRef = int64(r.u64())
 	s.prevRecv = int64(r.u64())
+	if version >= 2 {
+		s.replaced = int64(r.u64())
+	}
 	if s.wn = r.u8(); int(s.wn) > len(s.win) {
 		return bad("value window too long")
 	}
