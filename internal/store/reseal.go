@@ -294,20 +294,11 @@ func (s *Store) resealStream(ctx context.Context, t registry.TenantID, subj regi
 
 // sealedRows reads landing or chunk rows: id, stream, min_ms, data.
 func (s *Store) sealedRows(ctx context.Context, query string, kind SealedKind, t registry.TenantID, subj registry.SubjectID, args ...any) ([]Sealed, error) {
-	rows, err := s.db.QueryContext(ctx, query, args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []Sealed
-	for rows.Next() {
+	return querySealed(ctx, s, query, func(rows *sql.Rows) (Sealed, error) {
 		v := Sealed{Kind: kind, Tenant: t, Subject: subj}
-		if err := rows.Scan(&v.id, &v.Stream, &v.MinTime, &v.Data); err != nil {
-			return nil, err
-		}
-		out = append(out, v)
-	}
-	return out, rows.Err()
+		err := rows.Scan(&v.id, &v.Stream, &v.MinTime, &v.Data)
+		return v, err
+	}, args...)
 }
 
 // resealPage calls fn for each value and writes the replacements in one
