@@ -468,6 +468,10 @@ func testMeterIdentity(t *testing.T, cfg hub.Config) {
 		t.Fatalf("a replacement before the latest: %v, want 409", err)
 	}
 	post("the new meter's counter from near zero", newMeter, count(11, 3), counter.Key, 0)
+	if got.PreviousMeterSerial != oldMeter {
+		t.Fatalf("previous serial %q, want %q", got.PreviousMeterSerial, oldMeter)
+	}
+	post("the old meter's late readings from before the replacement", oldMeter, fiveMinutes(day.Add(9*time.Hour), 6), st.Key, 0)
 	post("the old meter after the replacement", oldMeter, fiveMinutes(day.Add(12*time.Hour), 6), st.Key, 6)
 	post("the new meter", newMeter, fiveMinutes(day.Add(13*time.Hour), 6), st.Key, 0)
 	if got := readsOf(t, c, ten.ID, counter.ID); len(got) != 12 {

@@ -279,7 +279,7 @@ func (s *Service) load(ctx context.Context, id Identity) (*connView, error) {
 			if st.meters == nil {
 				st.meters = map[string]meterIdentity{}
 			}
-			m := meterIdentity{bound: d.MeterSerial}
+			m := meterIdentity{bound: d.MeterSerial, previous: d.PreviousMeterSerial}
 			if !d.MeterReplaced.IsZero() {
 				m.replaced = d.MeterReplaced.UnixMilli()
 			}

@@ -196,12 +196,19 @@ func (s *Service) ForgetStreams(ids []registry.StreamID) {
 // and the serial the device is registered with ("" bound: no binding).
 type meterIdentity struct {
 	reported, bound string
-	replaced        int64 // when the meter was last replaced, Unix ms; 0: never
+	previous        string // the replaced meter's serial, valid before replaced
+	replaced        int64  // when the meter was last replaced, Unix ms; 0: never
 }
 
-// mismatch reports whether a binding exists and the batch does not honour
-// it: an unreported identity does not match either.
-func (m meterIdentity) mismatch() bool { return m.bound != "" && m.reported != m.bound }
+// mismatch reports whether a binding exists and the batch's readings rs
+// do not honour it (plausibility.MeterMismatch).
+func (m meterIdentity) mismatch(rs []wire.Reading) bool {
+	var maxT int64
+	for _, r := range rs {
+		maxT = max(maxT, r.Time)
+	}
+	return plausibility.MeterMismatch(m.reported, m.bound, m.previous, m.replaced, maxT)
+}
 
 // check runs the plausibility checks on one series of a batch. It returns
 // the readings to store and, if any were flagged, the quarantined block's
@@ -209,7 +216,7 @@ func (m meterIdentity) mismatch() bool { return m.bound != "" && m.reported != m
 // read it.
 func (s *Service) check(ctx context.Context, v registry.Stream, recv int64, rs []wire.Reading, meter meterIdentity) (keep, quarantined []wire.Reading, why []plausibility.Verdict, checked bool, err error) {
 	kind, ok := KindOf(v)
-	if (!ok && !meter.mismatch()) || len(rs) == 0 {
+	if (!ok && !meter.mismatch(rs)) || len(rs) == 0 {
 		return rs, nil, nil, false, nil
 	}
 	pol, err := s.policy(ctx, v.Tenant)
@@ -235,7 +242,7 @@ func (s *Service) check(ctx context.Context, v registry.Stream, recv int64, rs [
 	gs := s.guardStream(ctx, v)
 	sctx := plausibility.StreamContext{Tenant: v.Tenant, Stream: v.ID, Kind: kind, Site: pol.Site(), Received: recv,
 		Production: v.Category == "energy.production", NoBaseline: strings.Contains(v.Metric, "export"),
-		MeterID: meter.reported, BoundMeterID: meter.bound, ReplacedAt: meter.replaced}
+		MeterID: meter.reported, BoundMeterID: meter.bound, PreviousMeterID: meter.previous, ReplacedAt: meter.replaced}
 	if v.Category == "energy.storage" {
 		sctx.Site.NetMetered = true // a battery charges and discharges
 	}

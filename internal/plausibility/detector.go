@@ -51,10 +51,25 @@ type StreamContext struct {
 	// replacement, 0 if none. The first reading at or after it may restart
 	// a counter anywhere, e.g. near zero.
 	ReplacedAt int64
+	// PreviousMeterID is the serial of the meter replaced at ReplacedAt: a
+	// batch reported under it whose readings all precede ReplacedAt (sent
+	// late) matches too.
+	PreviousMeterID string
 	// CounterWrap is the value at which an energy counter rolls over to
 	// zero (e.g. 1e9 Wh for a 6-digit kWh register with three decimals),
 	// 0 if it never does.
 	CounterWrap float64
+}
+
+// MeterMismatch reports whether a batch breaks its device's meter binding:
+// a bound serial exists and the batch reports another identity, or none —
+// except the replaced meter's (previous, replaced at replacedAt) for a
+// batch whose newest reading, maxT, precedes the replacement.
+func MeterMismatch(reported, bound, previous string, replacedAt, maxT int64) bool {
+	if bound == "" || reported == bound {
+		return false
+	}
+	return reported == "" || reported != previous || maxT >= replacedAt
 }
 
 // Config configures a Detector.
@@ -228,12 +243,12 @@ func (d *Detector) Check(ctx StreamContext, rs []wire.Reading) []Verdict {
 	}
 
 	// Batch-wide facts.
-	identity := ctx.BoundMeterID != "" && ctx.MeterID != ctx.BoundMeterID
 	minT, maxT := rs[0].Time, rs[0].Time
 	for i := 1; i < len(rs); i++ {
 		minT = min(minT, rs[i].Time)
 		maxT = max(maxT, rs[i].Time)
 	}
+	identity := MeterMismatch(ctx.MeterID, ctx.BoundMeterID, ctx.PreviousMeterID, ctx.ReplacedAt, maxT)
 	skew := rules.Skew.Milliseconds()
 	lag := recv - maxT
 	jump := false

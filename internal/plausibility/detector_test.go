@@ -458,3 +458,26 @@ func TestBaselineFastStream(t *testing.T) {
 		t.Fatalf("outlier between learning points: %v", flaggedRules(vs))
 	}
 }
+
+func TestMeterMismatch(t *testing.T) {
+	const at = 1_000
+	for _, tc := range []struct {
+		name                      string
+		reported, bound, previous string
+		maxT                      int64
+		want                      bool
+	}{
+		{"no binding", "x", "", "", 5_000, false},
+		{"the bound meter", "m2", "m2", "m1", 5_000, false},
+		{"another meter", "m3", "m2", "m1", 5_000, true},
+		{"none reported", "", "m2", "m1", 500, true},
+		{"the replaced meter before the replacement", "m1", "m2", "m1", at - 1, false},
+		{"the replaced meter at the replacement", "m1", "m2", "m1", at, true},
+		{"the replaced meter after it", "m1", "m2", "m1", 5_000, true},
+		{"none reported, no previous", "", "m2", "", 500, true},
+	} {
+		if got := MeterMismatch(tc.reported, tc.bound, tc.previous, at, tc.maxT); got != tc.want {
+			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}

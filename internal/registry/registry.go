@@ -167,7 +167,10 @@ type Device struct {
 	// MeterReplaced is when the meter was last replaced (zero: never):
 	// the first counter reading at or after it may restart anywhere.
 	MeterReplaced time.Time `json:"meter_replaced,omitzero"`
-	Created       time.Time `json:"created"`
+	// PreviousMeterSerial is the serial of the meter replaced then: its
+	// readings from before MeterReplaced are accepted under it.
+	PreviousMeterSerial string    `json:"previous_meter_serial,omitempty"`
+	Created             time.Time `json:"created"`
 }
 
 // Role is what a power stream means for its site's energy balance; the

@@ -232,7 +232,7 @@ func (s *Store) CreateDevice(ctx context.Context, v registry.Device) error {
 
 // Devices lists a tenant's devices.
 func (s *Store) Devices(ctx context.Context, tenant registry.TenantID) ([]registry.Device, error) {
-	rows, err := s.db.QueryContext(ctx, s.q(`SELECT id, tenant_id, site_id, connector_id, name, meter_serial, meter_replaced_ms, created_ms FROM devices WHERE tenant_id = ? ORDER BY created_ms, id`), tenant)
+	rows, err := s.db.QueryContext(ctx, s.q(`SELECT id, tenant_id, site_id, connector_id, name, meter_serial, meter_replaced_ms, previous_meter_serial, created_ms FROM devices WHERE tenant_id = ? ORDER BY created_ms, id`), tenant)
 	if err != nil {
 		return nil, err
 	}
@@ -241,7 +241,7 @@ func (s *Store) Devices(ctx context.Context, tenant registry.TenantID) ([]regist
 
 // ConnectorDevices lists the devices a connector serves.
 func (s *Store) ConnectorDevices(ctx context.Context, connector registry.ConnectorID) ([]registry.Device, error) {
-	rows, err := s.db.QueryContext(ctx, s.q(`SELECT id, tenant_id, site_id, connector_id, name, meter_serial, meter_replaced_ms, created_ms FROM devices WHERE connector_id = ? ORDER BY id`), connector)
+	rows, err := s.db.QueryContext(ctx, s.q(`SELECT id, tenant_id, site_id, connector_id, name, meter_serial, meter_replaced_ms, previous_meter_serial, created_ms FROM devices WHERE connector_id = ? ORDER BY id`), connector)
 	if err != nil {
 		return nil, err
 	}
@@ -254,7 +254,7 @@ func scanDevices(rows *sql.Rows) ([]registry.Device, error) {
 	for rows.Next() {
 		var v registry.Device
 		var rep, c int64
-		if err := rows.Scan(&v.ID, &v.Tenant, &v.Site, &v.Connector, &v.Name, &v.MeterSerial, &rep, &c); err != nil {
+		if err := rows.Scan(&v.ID, &v.Tenant, &v.Site, &v.Connector, &v.Name, &v.MeterSerial, &rep, &v.PreviousMeterSerial, &c); err != nil {
 			return nil, err
 		}
 		v.MeterReplaced, v.Created = replacedAt(rep), fromMS(c)
@@ -267,7 +267,7 @@ func scanDevices(rows *sql.Rows) ([]registry.Device, error) {
 func (s *Store) Device(ctx context.Context, tenant registry.TenantID, id registry.DeviceID) (registry.Device, error) {
 	v := registry.Device{ID: id, Tenant: tenant}
 	var rep, c int64
-	err := s.db.QueryRowContext(ctx, s.q(`SELECT site_id, connector_id, name, meter_serial, meter_replaced_ms, created_ms FROM devices WHERE tenant_id = ? AND id = ?`), tenant, id).Scan(&v.Site, &v.Connector, &v.Name, &v.MeterSerial, &rep, &c)
+	err := s.db.QueryRowContext(ctx, s.q(`SELECT site_id, connector_id, name, meter_serial, meter_replaced_ms, previous_meter_serial, created_ms FROM devices WHERE tenant_id = ? AND id = ?`), tenant, id).Scan(&v.Site, &v.Connector, &v.Name, &v.MeterSerial, &rep, &v.PreviousMeterSerial, &c)
 	v.MeterReplaced, v.Created = replacedAt(rep), fromMS(c)
 	return v, notFound("device", err)
 }
@@ -280,12 +280,17 @@ func replacedAt(ms int64) time.Time {
 }
 
 // ReplaceMeter records that the meter a device is was replaced at at by
-// one with serial ("" for one whose identity is not checked). Replacements
+// one with serial ("" for one whose identity is not checked); the old
+// serial is kept as the previous one. Replacements
 // are recorded in time order: one before the latest fails with
 // errs.Conflict.
 func (s *Store) ReplaceMeter(ctx context.Context, tenant registry.TenantID, id registry.DeviceID, serial string, at time.Time) (registry.Device, error) {
-	res, err := s.db.ExecContext(ctx, s.q(`UPDATE devices SET meter_serial = ?, meter_replaced_ms = ? WHERE tenant_id = ? AND id = ? AND meter_replaced_ms <= ?`),
-		serial, ms(at), tenant, id, ms(at))
+	// A retry of the same replacement keeps the previous serial it set.
+	res, err := s.db.ExecContext(ctx, s.q(`UPDATE devices SET
+		previous_meter_serial = CASE WHEN meter_replaced_ms = ? AND meter_serial = ? THEN previous_meter_serial ELSE meter_serial END,
+		meter_serial = ?, meter_replaced_ms = ?
+		WHERE tenant_id = ? AND id = ? AND meter_replaced_ms <= ?`),
+		ms(at), serial, serial, ms(at), tenant, id, ms(at))
 	if err != nil {
 		return registry.Device{}, err
 	}

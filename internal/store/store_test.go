@@ -117,11 +117,21 @@ func testRegistry(t *testing.T, s *store.Store) {
 	if err != nil || d.MeterSerial != "NEW-1" || !d.MeterReplaced.Equal(at) {
 		t.Fatalf("ReplaceMeter = %+v, %v", d, err)
 	}
+	if d.PreviousMeterSerial != f.device.MeterSerial {
+		t.Errorf("previous serial %q, want %q", d.PreviousMeterSerial, f.device.MeterSerial)
+	}
+	d, err = s.ReplaceMeter(ctx, f.tenant.ID, f.device.ID, "NEW-2", at.Add(time.Second))
+	if err != nil || d.PreviousMeterSerial != "NEW-1" {
+		t.Fatalf("second replacement = %+v, %v", d, err)
+	}
+	if d, err = s.ReplaceMeter(ctx, f.tenant.ID, f.device.ID, "NEW-2", at.Add(time.Second)); err != nil || d.PreviousMeterSerial != "NEW-1" {
+		t.Fatalf("a retried replacement = %+v, %v; the previous serial must stay NEW-1", d, err)
+	}
 	if _, err := s.ReplaceMeter(ctx, f.tenant.ID, f.device.ID, "OLD", at.Add(-time.Second)); !errs.Is(errs.Conflict, err) {
 		t.Errorf("replacement before the latest: got %v, want Conflict", err)
 	}
 	ds, err := s.ConnectorDevices(ctx, f.connector.ID)
-	if err != nil || len(ds) != 1 || ds[0].MeterSerial != "NEW-1" || !ds[0].MeterReplaced.Equal(at) {
+	if err != nil || len(ds) != 1 || ds[0].MeterSerial != "NEW-2" || !ds[0].MeterReplaced.Equal(at.Add(time.Second)) || ds[0].PreviousMeterSerial != "NEW-1" {
 		t.Fatalf("ConnectorDevices after a replacement = %+v, %v", ds, err)
 	}
 	if err := s.RevokeConnector(ctx, f.tenant.ID, f.connector.ID); err != nil {
