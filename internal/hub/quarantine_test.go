@@ -334,20 +334,7 @@ func TestPlausibilityPolicy(t *testing.T) {
 func TestQuarantineReadsNeedGrants(t *testing.T) {
 	h, c := startHub(t, hub.Config{})
 	ctx := context.Background()
-	ten, err := c.CreateTenant(ctx, "Quarantine Grants Coop")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.GrantSelf(ctx, ten.ID); err != nil { // declares "monitoring"
-		t.Fatal(err)
-	}
-	m := addMember(t, h, c, ten.ID, "house-qg", registry.Profile{Name: "Member QG"})
-	st := m.hh.Streams[1]
-	rs := fiveMinutes(time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC), 6)
-	rs[3].Value = 1e6
-	if res := m.postBatch(t, h, batchOf(st.Key, rs)); res.Quarantined != 1 {
-		t.Fatalf("post: %+v", res)
-	}
+	ten, m, st, _ := spikedMember(t, h, c, "Quarantine Grants Coop", "house-qg", 6, 3)
 	status := func(err error) int {
 		var ce *client.Error
 		if err == nil {
@@ -419,4 +406,27 @@ func TestQuarantineReadsNeedGrants(t *testing.T) {
 	if err != nil || len(ov.Entries) != 1 || len(ov.Entries[0].Readings) != 0 || len(ov.Entries[0].Reasons) == 0 {
 		t.Fatalf("overview: %+v %v", ov, err)
 	}
+}
+
+// spikedMember creates a tenant (granting the caller "monitoring") with a
+// member whose power stream received n five-minute readings from
+// 2026-06-01 with a spike at index spike, quarantined on arrival.
+func spikedMember(t *testing.T, h *hub.Hub, c *client.Client, coop, house string, n, spike int) (registry.Tenant, member, registry.Stream, []wire.Reading) {
+	t.Helper()
+	ctx := context.Background()
+	ten, err := c.CreateTenant(ctx, coop)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.GrantSelf(ctx, ten.ID); err != nil { // declares "monitoring"
+		t.Fatal(err)
+	}
+	m := addMember(t, h, c, ten.ID, house, registry.Profile{Name: "Member of " + house})
+	st := m.hh.Streams[1]
+	rs := fiveMinutes(time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC), n)
+	rs[spike].Value = 1e6
+	if res := m.postBatch(t, h, batchOf(st.Key, rs)); res.Quarantined != 1 {
+		t.Fatalf("post: %+v", res)
+	}
+	return ten, m, st, rs
 }

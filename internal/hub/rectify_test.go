@@ -397,20 +397,7 @@ func testRectification(t *testing.T, cfg hub.Config) {
 func TestRectifyQuarantined(t *testing.T) {
 	h, c := startHub(t, hub.Config{})
 	ctx := context.Background()
-	ten, err := c.CreateTenant(ctx, "Rectify Quarantine Coop")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.GrantSelf(ctx, ten.ID); err != nil {
-		t.Fatal(err)
-	}
-	m := addMember(t, h, c, ten.ID, "house-q", registry.Profile{Name: "Member Q"})
-	st := m.hh.Streams[1]
-	rs := fiveMinutes(time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC), 60)
-	rs[30].Value = 1e6
-	if res := m.postBatch(t, h, batchOf(st.Key, rs)); res.Quarantined != 1 {
-		t.Fatalf("%+v", res)
-	}
+	ten, m, st, rs := spikedMember(t, h, c, "Rectify Quarantine Coop", "house-q", 60, 30)
 	if err := h.Compactor.Once(ctx); err != nil {
 		t.Fatal(err)
 	}

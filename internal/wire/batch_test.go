@@ -403,14 +403,9 @@ func forgeMeters(t *testing.T, v1 []byte, ms []Meter) []byte {
 	body := append([]byte{}, afterLength(v1)...)
 	body = binary.AppendUvarint(body, uint64(len(ms)))
 	for _, m := range ms {
-		body = binary.AppendUvarint(body, uint64(len(m.Device)))
-		body = append(body, m.Device...)
-		body = binary.AppendUvarint(body, uint64(len(m.ID)))
-		body = append(body, m.ID...)
+		body = appendPair(body, m.Device, m.ID)
 	}
-	out := append([]byte(magic), versionMeter)
-	out = binary.AppendUvarint(out, uint64(len(body)))
-	return append(out, body...)
+	return frame(versionMeter, body)
 }
 
 // afterLength returns an encoded batch after its magic, version and length.

@@ -133,12 +133,22 @@ func rawBatch(id BatchID, ss ...rawSeries) []byte {
 	body := append([]byte{}, id[:]...)
 	body = binary.AppendUvarint(body, uint64(len(ss)))
 	for _, s := range ss {
-		body = binary.AppendUvarint(body, uint64(len(s.key)))
-		body = append(body, s.key...)
-		body = binary.AppendUvarint(body, uint64(len(s.block)))
-		body = append(body, s.block...)
+		body = appendPair(body, s.key, string(s.block))
 	}
-	out := append([]byte(magic), version)
+	return frame(version, body)
+}
+
+// appendPair appends two length-prefixed byte strings.
+func appendPair(b []byte, x, y string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(x)))
+	b = append(b, x...)
+	b = binary.AppendUvarint(b, uint64(len(y)))
+	return append(b, y...)
+}
+
+// frame wraps a body in the batch header (magic, version, length), unchecked.
+func frame(ver byte, body []byte) []byte {
+	out := append([]byte(magic), ver)
 	out = binary.AppendUvarint(out, uint64(len(body)))
 	return append(out, body...)
 }
